@@ -1,0 +1,507 @@
+/**
+ * The Store on Kysely: the same queries for SQLite and PostgreSQL.
+ *
+ * Revisions: one counter row. Every commit takes it first (UPDATE ... RETURNING
+ * on SQLite, where transactions are serialised anyway; SELECT ... FOR UPDATE on
+ * PostgreSQL), and holds it until COMMIT. So revisions are handed out in commit
+ * order: when a reader sees revision N committed, every revision below N is
+ * committed too, and a log tail `revision > R` never skips a late commit.
+ * The same lock serialises placement decisions across replicas.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import { Migrator, sql } from 'kysely';
+import { applyPatch, endsStream } from '../domain/lifecycle.js';
+import type { Host } from '../domain/placement.js';
+import { allocationsByHost } from '../domain/placement.js';
+import type { Machine, Sizes } from '../domain/types.js';
+import { toLifecycleResponse } from '../domain/types.js';
+import { migrationProvider } from './migrations.js';
+import { machineToRow, rowToEvent, rowToMachine } from './rows.js';
+import type { Database } from './schema.js';
+import type {
+  ApiKeyRecord,
+  CommitListener,
+  CompactionPolicy,
+  Decision,
+  Dialect,
+  IdempotencyClaim,
+  ListPage,
+  MutationResult,
+  RemoteCommits,
+  Store,
+  StoredEvent,
+  StoredResponse,
+  TxReader,
+} from './store.js';
+
+type Db = Kysely<Database>;
+type Tx = Transaction<Database>;
+
+/** PostgreSQL channel that carries committed revisions to other replicas. */
+export const EVENTS_CHANNEL = 'hangar_events';
+
+export interface SqlStoreOptions {
+  readonly dialect: Dialect;
+  readonly db: Db;
+  readonly clock?: () => number;
+  /** Extra teardown (closing the driver's pool, the SQLite handle). */
+  readonly onClose?: () => Promise<void>;
+  readonly remoteCommits?: RemoteCommits;
+}
+
+export async function migrate(db: Db): Promise<void> {
+  const migrator = new Migrator({ db, provider: migrationProvider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+export function eventOf(m: Machine): StoredEvent {
+  return {
+    revision: m.revision,
+    machineId: m.machineId,
+    orgId: m.orgId,
+    body: JSON.stringify(toLifecycleResponse(m)),
+    endsStream: endsStream(m),
+    committedAt: m.lastProgressAt,
+  };
+}
+
+export class SqlStore implements Store {
+  readonly dialect: Dialect;
+  readonly db: Db;
+  readonly remoteCommits: RemoteCommits | undefined;
+  private readonly clock: () => number;
+  private readonly onCloseHook: (() => Promise<void>) | undefined;
+  private readonly listeners: CommitListener[] = [];
+
+  constructor(opts: SqlStoreOptions) {
+    this.dialect = opts.dialect;
+    this.db = opts.db;
+    this.clock = opts.clock ?? Date.now;
+    this.onCloseHook = opts.onClose;
+    this.remoteCommits = opts.remoteCommits;
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+    await this.onCloseHook?.();
+  }
+
+  onCommit(listener: CommitListener): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(events: readonly StoredEvent[]): void {
+    for (const listener of this.listeners) listener(events);
+  }
+
+  // --- organisations and keys ---
+
+  async ensureOrg(orgId: string, name: string, now: number): Promise<void> {
+    await this.db
+      .insertInto('orgs')
+      .values({ org_id: orgId, name, created_at: now })
+      .onConflict((oc) => oc.column('org_id').doNothing())
+      .execute();
+  }
+
+  async insertApiKey(rec: ApiKeyRecord & { keyHash: string }): Promise<void> {
+    await this.db
+      .insertInto('api_keys')
+      .values({
+        key_id: rec.keyId,
+        org_id: rec.orgId,
+        key_hash: rec.keyHash,
+        prefix: rec.prefix,
+        scope: rec.scope,
+        name: rec.name,
+        created_at: rec.createdAt,
+        revoked_at: rec.revokedAt,
+      })
+      .execute();
+  }
+
+  async findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    const row = await this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
+    return row === undefined ? undefined : keyRecord(row);
+  }
+
+  async listApiKeys(orgId?: string): Promise<ApiKeyRecord[]> {
+    let q = this.db.selectFrom('api_keys').selectAll().orderBy('created_at').orderBy('key_id');
+    if (orgId !== undefined) q = q.where('org_id', '=', orgId);
+    return (await q.execute()).map(keyRecord);
+  }
+
+  async revokeApiKey(keyId: string, now: number): Promise<boolean> {
+    const res = await this.db
+      .updateTable('api_keys')
+      .set({ revoked_at: now })
+      .where('key_id', '=', keyId)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
+  async countApiKeys(): Promise<number> {
+    const row = await this.db.selectFrom('api_keys').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  // --- machines ---
+
+  async getMachine(machineId: string): Promise<Machine | undefined> {
+    const row = await this.db.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+    return row === undefined ? undefined : rowToMachine(row);
+  }
+
+  async listMachines(orgId: string, afterId: string | null, limit: number): Promise<ListPage> {
+    let q = this.db.selectFrom('machines').selectAll().where('org_id', '=', orgId);
+    if (afterId !== null) q = q.where('machine_id', '>', afterId);
+    const rows = await q.orderBy('machine_id').limit(limit + 1).execute();
+    return { machines: rows.slice(0, limit).map(rowToMachine), hasMore: rows.length > limit };
+  }
+
+  async listActiveMachineIds(): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('machines')
+      .select('machine_id')
+      .where((eb) =>
+        eb.or([
+          eb('phase', '!=', eb.ref('desired_state')),
+          eb.and([eb('phase', '=', 'running'), eb('autosleep_seconds', '>', 0)]),
+          eb('applied_vcpu', '!=', eb.ref('vcpu')),
+          eb('applied_memory_mib', '!=', eb.ref('memory_mib')),
+          eb('applied_storage_gib', '!=', eb.ref('storage_gib')),
+        ]),
+      )
+      .where('phase', '!=', 'destroyed')
+      .execute();
+    return rows.map((r) => r.machine_id);
+  }
+
+  async listMachineIdsInPhase(phase: Machine['phase']): Promise<string[]> {
+    const rows = await this.db.selectFrom('machines').select('machine_id').where('phase', '=', phase).execute();
+    return rows.map((r) => r.machine_id);
+  }
+
+  async insertMachine(
+    machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
+  ): Promise<{ machine: Machine; event: StoredEvent }> {
+    const out = await this.db.transaction().execute(async (trx) => {
+      const revision = await this.nextRevision(trx);
+      const now = this.clock();
+      const m: Machine = { ...machine, revision, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
+      await trx.insertInto('machines').values({ ...machineToRow(m), owner: null, lease_until: null }).execute();
+      const event = eventOf(m);
+      await this.appendEvent(trx, event);
+      return { machine: m, event };
+    });
+    this.emit([out.event]);
+    return out;
+  }
+
+  async mutateMachine<T>(
+    machineId: string,
+    decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
+  ): Promise<MutationResult<T>> {
+    const out = await this.db.transaction().execute(async (trx): Promise<MutationResult<T>> => {
+      await this.lockRevisions(trx);
+      const row = await trx.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+      const current = row === undefined ? undefined : rowToMachine(row);
+      const decision = await decide(current, this.txReader(trx));
+      if (current === undefined || decision.patch === null) {
+        return { machine: current, event: null, result: decision.result };
+      }
+      const revision = await this.nextRevision(trx);
+      const next = applyPatch(current, decision.patch, revision, this.clock());
+      await trx.updateTable('machines').set(machineToRow(next)).where('machine_id', '=', machineId).execute();
+      const event = eventOf(next);
+      await this.appendEvent(trx, event);
+      return { machine: next, event, result: decision.result };
+    });
+    if (out.event !== null) this.emit([out.event]);
+    return out;
+  }
+
+  async touchActivity(machineId: string, now: number): Promise<void> {
+    await this.db
+      .updateTable('machines')
+      .set({ last_activity_at: now })
+      .where('machine_id', '=', machineId)
+      .where('last_activity_at', '<', now)
+      .execute();
+  }
+
+  private txReader(trx: Tx): TxReader {
+    return {
+      hosts: () => readHosts(trx),
+      allocations: async (excludeMachineId: string | null): Promise<Map<string, Sizes>> => {
+        const rows = await trx
+          .selectFrom('machines')
+          .select(['machine_id', 'phase', 'host_id', 'vcpu', 'memory_mib', 'storage_gib'])
+          .where('host_id', 'is not', null)
+          .execute();
+        return allocationsByHost(
+          rows.map((r) => ({
+            machineId: r.machine_id,
+            phase: r.phase as Machine['phase'],
+            hostId: r.host_id,
+            vcpu: r.vcpu,
+            memoryMib: r.memory_mib,
+            storageGib: r.storage_gib,
+          })),
+          excludeMachineId,
+        );
+      },
+    };
+  }
+
+  /** Serialises commits (see the header). SQLite transactions already are. */
+  private async lockRevisions(trx: Tx): Promise<void> {
+    if (this.dialect !== 'postgres') return;
+    await trx.selectFrom('counters').select('value').where('name', '=', 'revision').forUpdate().execute();
+  }
+
+  private async nextRevision(trx: Tx): Promise<number> {
+    const row = await trx
+      .updateTable('counters')
+      .set((eb) => ({ value: eb('value', '+', 1) }))
+      .where('name', '=', 'revision')
+      .returning('value')
+      .executeTakeFirstOrThrow();
+    return Number(row.value);
+  }
+
+  private async appendEvent(trx: Tx, e: StoredEvent): Promise<void> {
+    await trx
+      .insertInto('events')
+      .values({
+        revision: e.revision,
+        machine_id: e.machineId,
+        org_id: e.orgId,
+        body: e.body,
+        ends_stream: e.endsStream ? 1 : 0,
+        committed_at: e.committedAt,
+      })
+      .execute();
+    if (this.dialect === 'postgres') {
+      // Delivered at COMMIT, in commit order; carries only the revision (ids, never bodies).
+      await sql`select pg_notify(${EVENTS_CHANNEL}, ${String(e.revision)})`.execute(trx);
+    }
+  }
+
+  // --- event log ---
+
+  async headRevision(): Promise<number> {
+    const row = await this.db.selectFrom('counters').select('value').where('name', '=', 'revision').executeTakeFirstOrThrow();
+    return Number(row.value);
+  }
+
+  async readEvents(afterRevision: number, limit: number): Promise<StoredEvent[]> {
+    const rows = await this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('revision', '>', afterRevision)
+      .orderBy('revision')
+      .limit(limit)
+      .execute();
+    return rows.map(rowToEvent);
+  }
+
+  async readMachineEvents(machineId: string, afterRevision: number, limit: number): Promise<StoredEvent[]> {
+    const rows = await this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('machine_id', '=', machineId)
+      .where('revision', '>', afterRevision)
+      .orderBy('revision')
+      .limit(limit)
+      .execute();
+    return rows.map(rowToEvent);
+  }
+
+  /**
+   * Drops events beyond the newest `keepPerMachine` of each machine that are
+   * older than `maxAgeMs`, and records per machine the highest revision
+   * dropped, so a resume from before it gets a `compacted` frame.
+   */
+  async compactEvents(policy: CompactionPolicy, now: number): Promise<number> {
+    const cutoff = now - policy.maxAgeMs;
+    return this.db.transaction().execute(async (trx) => {
+      const ranked = trx
+        .selectFrom('events')
+        .select([
+          'revision',
+          'machine_id',
+          'committed_at',
+          sql<number>`row_number() over (partition by machine_id order by revision desc)`.as('rank'),
+        ])
+        .as('ranked');
+      const doomed = await trx
+        .selectFrom(ranked)
+        .select(['ranked.machine_id', (eb) => eb.fn.max('ranked.revision').as('max_revision')])
+        .where('ranked.rank', '>', policy.keepPerMachine)
+        .where('ranked.committed_at', '<', cutoff)
+        .groupBy('ranked.machine_id')
+        .execute();
+      let deleted = 0;
+      for (const d of doomed) {
+        const maxRevision = Number(d.max_revision);
+        await trx
+          .updateTable('machines')
+          .set({ log_compacted_revision: maxRevision })
+          .where('machine_id', '=', d.machine_id)
+          .where('log_compacted_revision', '<', maxRevision)
+          .execute();
+        const res = await trx
+          .deleteFrom('events')
+          .where('machine_id', '=', d.machine_id)
+          .where('revision', '<=', maxRevision)
+          .executeTakeFirst();
+        deleted += Number(res.numDeletedRows);
+      }
+      return deleted;
+    });
+  }
+
+  async purgeDestroyed(destroyedBefore: number): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      const doomed = await trx
+        .selectFrom('machines')
+        .select('machine_id')
+        .where('phase', '=', 'destroyed')
+        .where('destroyed_at', '<', destroyedBefore)
+        .execute();
+      if (doomed.length === 0) return 0;
+      const ids = doomed.map((d) => d.machine_id);
+      await trx.deleteFrom('events').where('machine_id', 'in', ids).execute();
+      await trx.deleteFrom('machines').where('machine_id', 'in', ids).execute();
+      return ids.length;
+    });
+  }
+
+  // --- hosts ---
+
+  async upsertHosts(hosts: readonly Host[], now: number): Promise<void> {
+    for (const h of hosts) {
+      const values = {
+        vcpu: h.capacity.vcpu,
+        memory_mib: h.capacity.memoryMib,
+        storage_gib: h.capacity.storageGib,
+        ready: h.ready ? 1 : 0,
+        updated_at: now,
+      };
+      await this.db
+        .insertInto('hosts')
+        .values({ host_id: h.hostId, ...values })
+        .onConflict((oc) => oc.column('host_id').doUpdateSet(values))
+        .execute();
+    }
+  }
+
+  listHosts(): Promise<Host[]> {
+    return readHosts(this.db);
+  }
+
+  // --- idempotency keys ---
+
+  async claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
+    const inserted = await this.db
+      .insertInto('idempotency_keys')
+      .values({
+        org_id: orgId,
+        idem_key: key,
+        request_hash: requestHash,
+        state: 'in_flight',
+        status_code: null,
+        headers: null,
+        body: null,
+        created_at: now,
+        locked_until: now + leaseMs,
+      })
+      .onConflict((oc) => oc.columns(['org_id', 'idem_key']).doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) > 0) return { kind: 'claimed' };
+
+    const row = await this.db
+      .selectFrom('idempotency_keys')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('idem_key', '=', key)
+      .executeTakeFirst();
+    if (row === undefined) return this.claimIdempotencyKey(orgId, key, requestHash, now, leaseMs);
+    if (row.request_hash !== requestHash) return { kind: 'mismatch', storedHash: row.request_hash };
+    if (row.state === 'done' && row.status_code !== null && row.body !== null) {
+      return {
+        kind: 'replay',
+        response: { statusCode: row.status_code, headers: JSON.parse(row.headers ?? '{}') as Record<string, string>, body: row.body },
+      };
+    }
+    if (row.locked_until > now) return { kind: 'in_flight' };
+    // The first attempt's process died mid-request: take the key over, fenced on its lease.
+    const taken = await this.db
+      .updateTable('idempotency_keys')
+      .set({ locked_until: now + leaseMs })
+      .where('org_id', '=', orgId)
+      .where('idem_key', '=', key)
+      .where('state', '=', 'in_flight')
+      .where('locked_until', '=', row.locked_until)
+      .executeTakeFirst();
+    return Number(taken.numUpdatedRows) > 0 ? { kind: 'claimed' } : { kind: 'in_flight' };
+  }
+
+  async completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
+    await this.db
+      .updateTable('idempotency_keys')
+      .set({ state: 'done', status_code: response.statusCode, headers: JSON.stringify(response.headers), body: response.body })
+      .where('org_id', '=', orgId)
+      .where('idem_key', '=', key)
+      .execute();
+  }
+
+  async releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
+    await this.db
+      .deleteFrom('idempotency_keys')
+      .where('org_id', '=', orgId)
+      .where('idem_key', '=', key)
+      .where('state', '=', 'in_flight')
+      .execute();
+  }
+
+  async purgeIdempotencyKeys(createdBefore: number): Promise<number> {
+    const res = await this.db.deleteFrom('idempotency_keys').where('created_at', '<', createdBefore).executeTakeFirst();
+    return Number(res.numDeletedRows);
+  }
+}
+
+function keyRecord(row: {
+  key_id: string;
+  org_id: string;
+  prefix: string;
+  scope: 'admin' | 'user';
+  name: string;
+  created_at: number;
+  revoked_at: number | null;
+}): ApiKeyRecord {
+  return {
+    keyId: row.key_id,
+    orgId: row.org_id,
+    prefix: row.prefix,
+    scope: row.scope,
+    name: row.name,
+    createdAt: Number(row.created_at),
+    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+  };
+}
+
+async function readHosts(db: Db | Tx): Promise<Host[]> {
+  const rows = await db.selectFrom('hosts').selectAll().orderBy('host_id').execute();
+  return rows.map((r) => ({
+    hostId: r.host_id,
+    capacity: { vcpu: r.vcpu, memoryMib: r.memory_mib, storageGib: r.storage_gib },
+    ready: r.ready === 1,
+  }));
+}
