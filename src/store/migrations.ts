@@ -71,6 +71,7 @@ const initial: Migration = {
       .addColumn('revision', 'bigint', (c) => c.primaryKey())
       .addColumn('machine_id', 'text', (c) => c.notNull())
       .addColumn('org_id', 'text', (c) => c.notNull())
+      .addColumn('phase', 'text', (c) => c.notNull())
       .addColumn('body', 'text', (c) => c.notNull())
       .addColumn('ends_stream', 'integer', (c) => c.notNull())
       .addColumn('committed_at', 'bigint', (c) => c.notNull())

@@ -68,6 +68,7 @@ export function rowToEvent(r: Selectable<EventsTable>): StoredEvent {
     revision: r.revision,
     machineId: r.machine_id,
     orgId: r.org_id,
+    phase: r.phase as Phase,
     body: r.body,
     endsStream: r.ends_stream === 1,
     committedAt: r.committed_at,

@@ -58,6 +58,7 @@ export interface EventsTable {
   revision: number;
   machine_id: string;
   org_id: string;
+  phase: string;
   /** The LifecycleResponse as committed, one line of JSON: the bytes every watcher gets. */
   body: string;
   ends_stream: number;

@@ -5,7 +5,7 @@
  * is exactly the sequence of committed changes.
  */
 import type { Host } from '../domain/placement.js';
-import type { Machine, MachinePatch, Sizes } from '../domain/types.js';
+import type { Machine, MachinePatch, Phase, Sizes } from '../domain/types.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -14,6 +14,7 @@ export interface StoredEvent {
   readonly revision: number;
   readonly machineId: string;
   readonly orgId: string;
+  readonly phase: Phase;
   /** LifecycleResponse JSON, one line. */
   readonly body: string;
   readonly endsStream: boolean;

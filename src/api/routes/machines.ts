@@ -1,0 +1,222 @@
+/**
+ * The eight Machine Lifecycle operations but the stream (routes/status-stream.ts).
+ * Each handler: validate -> domain decision -> one store commit -> respond.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseDuration } from '../../domain/durations.js';
+import { ApiError, invalidArgument, machineNotFound } from '../../domain/errors.js';
+import { newMachineId } from '../../domain/ids.js';
+import type { LifecycleAction, MutationDecision, UpdateRequest } from '../../domain/lifecycle.js';
+import { decideAction, decideUpdate, isConverged, REASONS } from '../../domain/lifecycle.js';
+import { fits, validateSizes } from '../../domain/sizes.js';
+import { fitsAnyHost, freeCapacity } from '../../domain/placement.js';
+import type { Machine, Sizes } from '../../domain/types.js';
+import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
+import type { Store, TxReader } from '../../store/store.js';
+import { authOf } from '../auth.js';
+import type { CreateMachineRequest, ListQuery, MachineParams, UpdateMachineRequest } from '../schemas.js';
+import * as S from '../schemas.js';
+
+export interface MachineRoutesDeps {
+  readonly store: Store;
+  readonly defaultAutosleepSeconds: number;
+  readonly clock: () => number;
+}
+
+const TAGS = ['Machine Lifecycle'];
+const DEFAULT_PAGE = 50;
+const MAX_PAGE = 500;
+
+const lifecycleResponses = { 200: S.LifecycleResponse, 202: S.LifecycleResponse, ...S.errorResponses };
+
+export function etagOf(m: Machine): string {
+  return `"${m.revision}"`;
+}
+
+/** Loads a machine of the caller's org; another org's machine does not exist. */
+export async function loadMachine(store: Store, request: FastifyRequest, machineId: string): Promise<Machine> {
+  const m = await store.getMachine(machineId);
+  if (m === undefined || m.orgId !== authOf(request).orgId) throw machineNotFound();
+  return m;
+}
+
+/** `If-Match`: quoted, bare or `*`; a stale one is REVISION_MISMATCH. */
+export function checkIfMatch(request: FastifyRequest, m: Machine): void {
+  const raw = request.headers['if-match'];
+  if (raw === undefined) return;
+  const value = (Array.isArray(raw) ? raw[0] : raw)?.trim() ?? '';
+  if (value === '*') return;
+  const provided = value.replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+  if (!/^\d+$/.test(provided)) {
+    throw invalidArgument({ 'header.if-match': 'must be a revision, e.g. "42", or *' }, 'invalid If-Match');
+  }
+  if (Number(provided) !== m.revision) {
+    throw new ApiError('REVISION_MISMATCH', 'revision mismatch', {
+      details: { expected_revision: String(m.revision), provided_revision: provided },
+    });
+  }
+}
+
+function parseAutosleep(value: string | undefined, details: Record<string, string>): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = parseDuration(value);
+  if ('error' in parsed) {
+    details['body.autosleep'] = parsed.error;
+    return undefined;
+  }
+  return parsed.seconds;
+}
+
+function sendMachine(reply: FastifyReply, m: Machine, status: 200 | 202): FastifyReply {
+  return reply.code(status).header('etag', etagOf(m)).send(toLifecycleResponse(m));
+}
+
+function encodeCursor(machineId: string): string {
+  return Buffer.from(machineId, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!/^dm-[0-9a-f-]{36}$/.test(id)) throw invalidArgument({ 'query.cursor': 'is not a cursor this server issued' });
+  return id;
+}
+
+/** Whether new sizes fit where the machine is (its host), or anywhere when unplaced. */
+async function checkCapacity(tx: TxReader, m: Machine, next: Sizes): Promise<void> {
+  const hosts = await tx.hosts();
+  if (m.hostId !== null) {
+    const host = hosts.find((h) => h.hostId === m.hostId);
+    if (host !== undefined) {
+      const free = freeCapacity(host, (await tx.allocations(m.machineId)).get(host.hostId) ?? { vcpu: 0, memoryMib: 0, storageGib: 0 });
+      // A sleeping machine only holds storage now, but must fit to wake on its host.
+      if (!fits(next, free)) throw capacityExceeded(next);
+      return;
+    }
+  }
+  if (!fitsAnyHost(hosts, next)) throw capacityExceeded(next);
+}
+
+function capacityExceeded(s: Sizes): ApiError {
+  return new ApiError('CAPACITY_EXCEEDED', `no host can give ${s.vcpu} vCPU, ${s.memoryMib} MiB, ${s.storageGib} GiB`);
+}
+
+export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesDeps): void {
+  const { store, clock } = deps;
+
+  app.get<{ Querystring: ListQuery }>(
+    '/v1/machines',
+    { schema: { operationId: 'listMachines', summary: 'List machines', tags: TAGS, querystring: S.ListQuery, response: { 200: S.MachineListResponse, ...S.errorResponses } } },
+    async (request) => {
+      const limit = request.query.limit ?? DEFAULT_PAGE;
+      if (limit < 1 || limit > MAX_PAGE) throw invalidArgument({ 'query.limit': `must be between 1 and ${MAX_PAGE}` });
+      const after = request.query.cursor === undefined || request.query.cursor === '' ? null : decodeCursor(request.query.cursor);
+      const page = await store.listMachines(authOf(request).orgId, after, limit);
+      const items = page.machines.map(toMachineListItem);
+      const last = page.machines[page.machines.length - 1];
+      return page.hasMore && last !== undefined ? { items, next_cursor: encodeCursor(last.machineId) } : { items };
+    },
+  );
+
+  app.post<{ Body: CreateMachineRequest }>(
+    '/v1/machines',
+    {
+      config: { idempotent: true },
+      schema: { operationId: 'createMachine', summary: 'Create machine', tags: TAGS, body: S.CreateMachineRequest, response: lifecycleResponses },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const details = validateSizes(body);
+      const autosleep = parseAutosleep(body.autosleep, details);
+      if (Object.keys(details).length > 0) throw invalidArgument(details);
+      const sizes: Sizes = { vcpu: body.vcpu, memoryMib: body.memory_mib, storageGib: body.storage_gib };
+      if (!fitsAnyHost(await store.listHosts(), sizes)) throw capacityExceeded(sizes);
+      const now = clock();
+      const { machine } = await store.insertMachine({
+        machineId: newMachineId(now),
+        orgId: authOf(request).orgId,
+        ...sizes,
+        autosleepSeconds: autosleep ?? deps.defaultAutosleepSeconds,
+        desiredState: 'running',
+        phase: 'accepted',
+        reason: REASONS.accepted,
+        retryable: true,
+        lastError: null,
+        lastTransitionAt: now,
+        createdAt: now,
+        hostId: null,
+        applied: null,
+        attempts: 0,
+        nextAttemptAt: null,
+        lastActivityAt: now,
+        destroyedAt: null,
+      });
+      return sendMachine(reply, machine, 202);
+    },
+  );
+
+  app.get<{ Params: MachineParams }>(
+    '/v1/machines/:machine_id',
+    { schema: { operationId: 'getMachine', summary: 'Get machine', tags: TAGS, params: S.MachineParams, response: { 200: S.LifecycleResponse, ...S.errorResponses } } },
+    async (request, reply) => sendMachine(reply, await loadMachine(store, request, request.params.machine_id), 200),
+  );
+
+  app.patch<{ Params: MachineParams; Body: UpdateMachineRequest }>(
+    '/v1/machines/:machine_id',
+    {
+      config: { idempotent: true },
+      schema: { operationId: 'patchMachine', summary: 'Update machine', tags: TAGS, params: S.MachineParams, body: S.UpdateMachineRequest, response: lifecycleResponses },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const details = validateSizes(body);
+      const autosleepSeconds = parseAutosleep(body.autosleep, details);
+      if (Object.keys(details).length > 0) throw invalidArgument(details);
+      const update: UpdateRequest = { vcpu: body.vcpu, memoryMib: body.memory_mib, storageGib: body.storage_gib, autosleepSeconds };
+      return mutate(request, reply, async (m, tx) => {
+        const decision = decideUpdate(m, update, clock());
+        const patch = decision.patch;
+        if (patch !== null && (patch.vcpu !== m.vcpu || patch.memoryMib !== m.memoryMib || patch.storageGib !== m.storageGib)) {
+          await checkCapacity(tx, m, { vcpu: patch.vcpu ?? m.vcpu, memoryMib: patch.memoryMib ?? m.memoryMib, storageGib: patch.storageGib ?? m.storageGib });
+        }
+        return decision;
+      });
+    },
+  );
+
+  const action = (name: LifecycleAction) => async (request: FastifyRequest<{ Params: MachineParams }>, reply: FastifyReply) =>
+    mutate(request, reply, (m) => decideAction(m, name, clock()));
+
+  app.delete<{ Params: MachineParams }>(
+    '/v1/machines/:machine_id',
+    { config: { idempotent: true }, schema: { operationId: 'deleteMachine', summary: 'Destroy machine', tags: TAGS, params: S.MachineParams, response: lifecycleResponses } },
+    action('delete'),
+  );
+  app.post<{ Params: MachineParams }>(
+    '/v1/machines/:machine_id/sleep',
+    { config: { idempotent: true }, schema: { operationId: 'sleepMachine', summary: 'Sleep a running machine', tags: TAGS, params: S.MachineParams, response: lifecycleResponses } },
+    action('sleep'),
+  );
+  app.post<{ Params: MachineParams }>(
+    '/v1/machines/:machine_id/wake',
+    { config: { idempotent: true }, schema: { operationId: 'wakeMachine', summary: 'Wake a sleeping machine', tags: TAGS, params: S.MachineParams, response: lifecycleResponses } },
+    action('wake'),
+  );
+
+  /** Runs a decision inside the commit, fenced by If-Match and the org; answers 200 when converged, else 202. */
+  async function mutate(
+    request: FastifyRequest<{ Params: MachineParams }>,
+    reply: FastifyReply,
+    decide: (m: Machine, tx: TxReader) => Promise<MutationDecision> | MutationDecision,
+  ): Promise<FastifyReply> {
+    const orgId = authOf(request).orgId;
+    const { machine, event } = await store.mutateMachine(request.params.machine_id, async (m, tx) => {
+      if (m === undefined || m.orgId !== orgId) throw machineNotFound();
+      checkIfMatch(request, m);
+      return { patch: (await decide(m, tx)).patch, result: undefined };
+    });
+    if (machine === undefined) throw machineNotFound();
+    // A no-op is still the user's activity (e.g. a wake that keeps a machine awake).
+    if (event === null) await store.touchActivity(machine.machineId, clock());
+    return sendMachine(reply, machine, isConverged(machine) ? 200 : 202);
+  }
+}

@@ -1,0 +1,284 @@
+/**
+ * The control loop. Level-triggered, after the Kubernetes controller pattern:
+ * anything that may matter (a committed change, a sandbox that died, a timer,
+ * the periodic resync) only enqueues a machine id; `reconcile(id)` re-reads the
+ * machine and takes the one next step that `planStep` derives from it. Each
+ * step is idempotent and its commit is fenced on what the step was planned
+ * from, so a crash or a concurrent user change at any point yields the same
+ * next action on the next pass.
+ */
+import type { Logger } from 'pino';
+import type { BackoffPolicy, RuntimeOp, Step } from '../domain/lifecycle.js';
+import { failurePatch, lostPatch, placementPatch, planStep, sizesOf } from '../domain/lifecycle.js';
+import { chooseHost } from '../domain/placement.js';
+import type { Machine, MachinePatch, Phase } from '../domain/types.js';
+import { assertNever } from '../domain/types.js';
+import type { ChangeFeed } from '../events/change-feed.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { RuntimeError } from '../runtime/runtime.js';
+import type { Store } from '../store/store.js';
+import { WorkQueue } from './work-queue.js';
+
+export interface ReconcilerOptions {
+  readonly store: Store;
+  readonly runtime: Runtime;
+  readonly feed: ChangeFeed;
+  readonly log: Logger;
+  readonly backoff: BackoffPolicy;
+  readonly workers: number;
+  /** How often every machine that is not settled is looked at again (lost wake-ups, drift). */
+  readonly resyncMs: number;
+  /** A runtime call that takes longer fails (retryably). */
+  readonly runtimeTimeoutMs: number;
+  readonly clock?: () => number;
+  /** Whether this process drives a machine (PostgreSQL mode: lease ownership). */
+  readonly owns?: (machineId: string) => boolean;
+}
+
+/** Phases whose arrival frees capacity someone may be waiting for. */
+const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'failed', 'placement_pending']);
+
+export class Reconciler {
+  private readonly opts: ReconcilerOptions;
+  private readonly clock: () => number;
+  private readonly queue = new WorkQueue();
+  /** Machines whose sandbox should be checked against the runtime on their next pass. */
+  private readonly toInspect = new Set<string>();
+  private workers: Promise<void>[] = [];
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private pendingWakeScheduled = false;
+  private running = false;
+  /** Steps taken, by kind and outcome; read by /metrics. */
+  readonly stats = { steps: 0, failures: 0 };
+
+  constructor(opts: ReconcilerOptions) {
+    this.opts = opts;
+    this.clock = opts.clock ?? Date.now;
+  }
+
+  get queueLength(): number {
+    return this.queue.length;
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    const { store, runtime, feed } = this.opts;
+    await store.upsertHosts(await runtime.hosts(), this.clock());
+    await this.recoverRuntime();
+
+    this.unsubscribe = feed.subscribeAll((events) => {
+      let freed = false;
+      for (const e of events) {
+        this.enqueue(e.machineId);
+        if (FREES_CAPACITY.has(e.phase)) freed = true;
+      }
+      if (freed) this.wakePending();
+    });
+    runtime.onSandboxExit((id) => {
+      this.toInspect.add(id);
+      this.enqueue(id);
+    });
+
+    for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.work());
+    await this.resync(true);
+    this.resyncTimer = setInterval(() => void this.resync(true).catch((err) => this.opts.log.error({ err }, 'resync failed')), this.opts.resyncMs);
+    this.resyncTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unsubscribe?.();
+    if (this.resyncTimer !== null) clearInterval(this.resyncTimer);
+    this.queue.shutDown();
+    await Promise.all(this.workers);
+    this.workers = [];
+  }
+
+  enqueue(machineId: string): void {
+    if (this.opts.owns !== undefined && !this.opts.owns(machineId)) return;
+    this.queue.add(machineId);
+  }
+
+  /** Looks at every machine that may need work; with `inspect`, checks placed sandboxes against the runtime too. */
+  async resync(inspect: boolean): Promise<void> {
+    const { store } = this.opts;
+    await store.upsertHosts(await this.opts.runtime.hosts(), this.clock());
+    for (const id of await store.listActiveMachineIds()) this.enqueue(id);
+    if (!inspect) return;
+    for (const phase of ['running', 'sleeping'] as const) {
+      for (const id of await store.listMachineIdsInPhase(phase)) {
+        this.toInspect.add(id);
+        this.enqueue(id);
+      }
+    }
+  }
+
+  /** After a restart the runtime is told what the store believes it holds. */
+  private async recoverRuntime(): Promise<void> {
+    const { store, runtime } = this.opts;
+    const expected: Parameters<Runtime['recover']>[0][number][] = [];
+    for (const phase of ['running', 'stopping', 'sleeping'] as const) {
+      for (const id of await store.listMachineIdsInPhase(phase)) {
+        const m = await store.getMachine(id);
+        if (m === undefined || m.hostId === null) continue;
+        const state = m.phase === 'sleeping' ? 'sleeping' : 'running';
+        expected.push({ machineId: m.machineId, hostId: m.hostId, state, sizes: m.applied ?? sizesOf(m) });
+      }
+    }
+    await runtime.recover(expected);
+  }
+
+  /** Capacity was freed: machines waiting for a host try again. */
+  private wakePending(): void {
+    if (this.pendingWakeScheduled) return;
+    this.pendingWakeScheduled = true;
+    setImmediate(() => {
+      this.pendingWakeScheduled = false;
+      void this.opts.store
+        .listMachineIdsInPhase('placement_pending')
+        .then((ids) => ids.forEach((id) => this.enqueue(id)))
+        .catch((err: unknown) => this.opts.log.error({ err }, 'listing pending machines failed'));
+    });
+  }
+
+  private async work(): Promise<void> {
+    for (;;) {
+      const id = await this.queue.get();
+      if (id === undefined) return;
+      try {
+        await this.reconcile(id);
+      } catch (err) {
+        // The store failed (not the runtime: those failures are recorded on the machine). Try again later.
+        this.opts.log.warn({ err, machineId: id }, 'reconcile failed; retrying');
+        this.queue.addAfter(id, this.opts.backoff.baseMs);
+      } finally {
+        this.queue.done(id);
+      }
+    }
+  }
+
+  /** One step for one machine. */
+  async reconcile(machineId: string): Promise<void> {
+    if (!this.running) return;
+    const m = await this.opts.store.getMachine(machineId);
+    if (m === undefined) return;
+    const now = this.clock();
+    if (this.toInspect.delete(machineId) && (await this.checkSandbox(m))) return;
+    const step = planStep(m, now);
+    this.stats.steps++;
+    switch (step.kind) {
+      case 'idle':
+        if (step.recheckAt !== undefined) this.queue.addAfter(machineId, step.recheckAt - now, now);
+        return;
+      case 'transition':
+        await this.commitIfUnchanged(m, step.patch);
+        return;
+      case 'place':
+        await this.place(m, step.preferredHostId);
+        return;
+      case 'runtime':
+        await this.runtimeStep(m, step);
+        return;
+      default:
+        assertNever(step, 'step');
+    }
+  }
+
+  /** Commits `patch` if the machine is still where the step was planned from. */
+  private async commitIfUnchanged(planned: Machine, patch: MachinePatch): Promise<void> {
+    await this.opts.store.mutateMachine(planned.machineId, (cur) => ({
+      patch: cur !== undefined && samePosition(cur, planned) ? patch : null,
+      result: undefined,
+    }));
+  }
+
+  private async place(planned: Machine, preferredHostId: string | null): Promise<void> {
+    await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
+      if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: undefined };
+      const hosts = await tx.hosts();
+      const allocated = await tx.allocations(cur.machineId);
+      const hostId = chooseHost(hosts, allocated, sizesOf(cur), preferredHostId);
+      return { patch: placementPatch(cur, hostId), result: undefined };
+    });
+  }
+
+  private async runtimeStep(m: Machine, step: Extract<Step, { kind: 'runtime' }>): Promise<void> {
+    const now = this.clock();
+    try {
+      await this.withTimeout(step.op, this.callRuntime(step.op, m));
+    } catch (err) {
+      this.stats.failures++;
+      const failure =
+        err instanceof RuntimeError
+          ? { reason: err.reason ?? step.failureReason, message: err.message, retryable: err.retryable }
+          : { reason: step.failureReason, message: err instanceof Error ? err.message : String(err), retryable: true };
+      this.opts.log.info({ machineId: m.machineId, op: step.op, ...failure }, 'runtime step failed');
+      await this.commitIfUnchanged(m, failurePatch(m, failure, this.clock(), this.opts.backoff));
+      return;
+    }
+    // `now` (before the call) keeps lastActivityAt from skipping the call's own duration.
+    await this.commitIfUnchanged(m, step.success.lastActivityAt !== undefined ? { ...step.success, lastActivityAt: now } : step.success);
+  }
+
+  private callRuntime(op: RuntimeOp, m: Machine): Promise<void> {
+    const { runtime } = this.opts;
+    switch (op) {
+      case 'start':
+      case 'resize': {
+        if (m.hostId === null) throw new RuntimeError('machine has no host', { retryable: true, reason: 'NoHost' });
+        const spec = { machineId: m.machineId, hostId: m.hostId, sizes: sizesOf(m) };
+        return op === 'start' ? runtime.start(spec) : runtime.resize(spec);
+      }
+      case 'stop':
+        return runtime.stop(m.machineId);
+      case 'destroy':
+        // Never placed: there is nothing to tear down.
+        return m.hostId === null && m.applied === null ? Promise.resolve() : runtime.destroy(m.machineId);
+      default:
+        return assertNever(op, 'runtime op');
+    }
+  }
+
+  private withTimeout(op: RuntimeOp, work: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new RuntimeError(`runtime ${op} timed out after ${this.opts.runtimeTimeoutMs} ms`, { retryable: true, reason: 'RuntimeTimeout' })),
+        this.opts.runtimeTimeoutMs,
+      );
+    });
+    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Compares a settled machine with its sandbox; records a lost one. Returns whether it committed. */
+  private async checkSandbox(m: Machine): Promise<boolean> {
+    if ((m.phase !== 'running' && m.phase !== 'sleeping') || m.hostId === null) return false;
+    const seen = await this.opts.runtime.inspect(m.machineId, m.hostId);
+    if (seen.state === m.phase && !seen.hostGone) return false;
+    const message =
+      seen.state === 'absent'
+        ? `sandbox is gone${seen.hostGone ? ' with its host' : ''}${seen.detail ? `: ${seen.detail}` : ''}`
+        : `sandbox is ${seen.state} but the machine is ${m.phase}`;
+    if (seen.state !== 'absent' && !seen.hostGone) {
+      // Alive but in the other state (e.g. thawed by hand): start/stop again brings it in line.
+      const patch: MachinePatch = m.phase === 'running' ? { phase: 'starting', reason: 'SandboxDrift' } : { phase: 'stopping', reason: 'SandboxDrift' };
+      await this.commitIfUnchanged(m, patch);
+      return true;
+    }
+    this.opts.log.warn({ machineId: m.machineId, hostId: m.hostId }, message);
+    await this.commitIfUnchanged(m, lostPatch(seen.hostGone, message));
+    return true;
+  }
+}
+
+/** The fields a step is planned from: if they still hold, the step's result applies. */
+function samePosition(cur: Machine, planned: Machine): boolean {
+  return (
+    cur.phase === planned.phase &&
+    cur.desiredState === planned.desiredState &&
+    cur.hostId === planned.hostId &&
+    cur.attempts === planned.attempts &&
+    cur.lastActivityAt === planned.lastActivityAt
+  );
+}

@@ -1,0 +1,87 @@
+/**
+ * A work queue of machine ids, after client-go's workqueue: adding an id that
+ * is already waiting is a no-op (adds coalesce), an id is processed by one
+ * worker at a time, and an id added while it is being processed runs once
+ * more after `done`.
+ */
+
+export class WorkQueue {
+  private queue: string[] = [];
+  private head = 0;
+  private readonly dirty = new Set<string>();
+  private readonly processing = new Set<string>();
+  private readonly delayed = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private waiters: ((id: string | undefined) => void)[] = [];
+  private shuttingDown = false;
+
+  get length(): number {
+    return this.queue.length - this.head;
+  }
+
+  add(id: string): void {
+    if (this.shuttingDown || this.dirty.has(id)) return;
+    this.dirty.add(id);
+    if (this.processing.has(id)) return;
+    const waiter = this.waiters.shift();
+    if (waiter !== undefined) {
+      this.dirty.delete(id);
+      this.processing.add(id);
+      waiter(id);
+      return;
+    }
+    this.queue.push(id);
+  }
+
+  /** Adds `id` after `delayMs`; an earlier pending add wins. */
+  addAfter(id: string, delayMs: number, now: number = Date.now()): void {
+    if (this.shuttingDown) return;
+    if (delayMs <= 0) {
+      this.add(id);
+      return;
+    }
+    const at = now + delayMs;
+    const existing = this.delayed.get(id);
+    if (existing !== undefined) {
+      if (existing.at <= at) return;
+      clearTimeout(existing.timer);
+    }
+    const timer = setTimeout(() => {
+      this.delayed.delete(id);
+      this.add(id);
+    }, delayMs);
+    timer.unref();
+    this.delayed.set(id, { at, timer });
+  }
+
+  /** The next id to process, or undefined once shut down. */
+  get(): Promise<string | undefined> {
+    if (this.length > 0) {
+      const id = this.queue[this.head++]!;
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue = this.queue.slice(this.head);
+        this.head = 0;
+      }
+      this.dirty.delete(id);
+      this.processing.add(id);
+      return Promise.resolve(id);
+    }
+    if (this.shuttingDown) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  done(id: string): void {
+    this.processing.delete(id);
+    if (this.dirty.has(id)) {
+      this.dirty.delete(id);
+      this.add(id);
+    }
+  }
+
+  shutDown(): void {
+    this.shuttingDown = true;
+    for (const { timer } of this.delayed.values()) clearTimeout(timer);
+    this.delayed.clear();
+    for (const w of this.waiters) w(undefined);
+    this.waiters = [];
+  }
+}
