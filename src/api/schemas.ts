@@ -26,7 +26,7 @@ export const ErrorEnvelope = Type.Object(
     message: Type.String(),
     retryable: Type.Boolean(),
     retry_after_ms: Type.Optional(Int64()),
-    details: Type.Optional(Type.Record(Type.String(), Type.String())),
+    details: Type.Optional(Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: { type: 'string' } })),
   },
   closed,
 );

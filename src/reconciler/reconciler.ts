@@ -41,7 +41,7 @@ const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'fa
 export class Reconciler {
   private readonly opts: ReconcilerOptions;
   private readonly clock: () => number;
-  private readonly queue = new WorkQueue();
+  private queue = new WorkQueue();
   /** Machines whose sandbox should be checked against the runtime on their next pass. */
   private readonly toInspect = new Set<string>();
   private workers: Promise<void>[] = [];
@@ -55,6 +55,10 @@ export class Reconciler {
   constructor(opts: ReconcilerOptions) {
     this.opts = opts;
     this.clock = opts.clock ?? Date.now;
+    opts.runtime.onSandboxExit((id) => {
+      this.toInspect.add(id);
+      this.enqueue(id);
+    });
   }
 
   get queueLength(): number {
@@ -62,7 +66,9 @@ export class Reconciler {
   }
 
   async start(): Promise<void> {
+    if (this.running) return;
     this.running = true;
+    this.queue = new WorkQueue();
     const { store, runtime, feed } = this.opts;
     await store.upsertHosts(await runtime.hosts(), this.clock());
     await this.recoverRuntime();
@@ -75,11 +81,6 @@ export class Reconciler {
       }
       if (freed) this.wakePending();
     });
-    runtime.onSandboxExit((id) => {
-      this.toInspect.add(id);
-      this.enqueue(id);
-    });
-
     for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.work());
     await this.resync(true);
     this.resyncTimer = setInterval(() => void this.resync(true).catch((err) => this.opts.log.error({ err }, 'resync failed')), this.opts.resyncMs);
@@ -87,6 +88,7 @@ export class Reconciler {
   }
 
   async stop(): Promise<void> {
+    if (!this.running) return;
     this.running = false;
     this.unsubscribe?.();
     if (this.resyncTimer !== null) clearInterval(this.resyncTimer);
@@ -96,6 +98,7 @@ export class Reconciler {
   }
 
   enqueue(machineId: string): void {
+    if (!this.running) return;
     if (this.opts.owns !== undefined && !this.opts.owns(machineId)) return;
     this.queue.add(machineId);
   }

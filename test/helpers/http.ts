@@ -21,6 +21,7 @@ export class Api {
     readonly key: string,
   ) {}
 
+  // Bodies are whatever the server sent: tests assert their shape, so `any` is the honest type here.
   async request<T = any>(method: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     const key = opts.key === undefined ? this.key : opts.key;
