@@ -80,6 +80,23 @@ describe('status stream', () => {
     expect(frames.map((f) => f.revision)).toEqual((await logRevisions(id)).filter((r) => r > Number(before)));
   });
 
+  it('a resize is pending until the runtime applied it: the stream ends on Resized, not on the request', async () => {
+    const own = await startTestServer({ env: { SIM_LATENCY_MS: '300' } });
+    try {
+      const api2 = new Api(own.url, own.adminKey);
+      const { body } = await api2.createMachine();
+      await api2.waitForPhase(body.machine_id, 'running');
+      const patched = await api2.patch(`/v1/machines/${body.machine_id}`, { vcpu: 2 });
+      expect(patched.status).toBe(202);
+      expect(patched.body.status.reason).toBe('ResizeRequested');
+      const s = await openStream(`${own.url}/v1/machines/${body.machine_id}/status/stream`, own.adminKey);
+      await s.ended;
+      expect(statusFrames(s.frames).map((f) => f.body.status.reason)).toEqual(['ResizeRequested', 'Resized']);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('a converged machine gives one frame and ends', async () => {
     const { body } = await api.createMachine();
     await api.waitForPhase(body.machine_id, 'running');
