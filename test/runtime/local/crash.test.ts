@@ -1,0 +1,78 @@
+/**
+ * The controlplane process dies (SIGKILL) with a machine running: the sandbox
+ * lives on, and a new runtime recovers it. The dying controlplane is a real
+ * separate node process running the runtime's own code (transpiled here).
+ */
+import { spawn } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import ts from 'typescript';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createLocalRuntime, type LocalRuntime, type SandboxInfo } from '../../../src/runtime/local/index.js';
+import { processExists, sh, waitUntil } from './helpers.js';
+
+const REPO = resolve(import.meta.dirname, '../../..');
+
+async function transpile(outDir: string): Promise<void> {
+  const files = ['src/runtime/runtime.ts', ...(await readdir(join(REPO, 'src/runtime/local'))).filter((f) => f.endsWith('.ts')).map((f) => `src/runtime/local/${f}`)];
+  for (const f of files) {
+    const out = ts.transpileModule(await readFile(join(REPO, f), 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    });
+    const target = join(outDir, f.replace(/\.ts$/, '.js'));
+    await mkdir(dirname(target), { recursive: true });
+    await writeFile(target, out.outputText);
+  }
+  await writeFile(join(outDir, 'package.json'), '{"type":"module"}');
+}
+
+describe('controlplane death', { timeout: 60_000 }, () => {
+  let work: string;
+  let stateDir: string;
+  let rt: LocalRuntime | undefined;
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'hangar-local-crash-'));
+    await chmod(work, 0o711); // the sandboxes' unprivileged setup walks through it to the state dir
+    stateDir = join(work, 'state');
+    await transpile(join(work, 'build'));
+  });
+  afterAll(async () => {
+    rt ??= await createLocalRuntime({ stateDir });
+    await rt.recover([]);
+    await rt.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('a machine survives the controlplane being killed and is recovered by the next one', async () => {
+    const script = `
+      import { createLocalRuntime } from ${JSON.stringify(join(work, 'build/src/runtime/local/index.js'))};
+      const rt = await createLocalRuntime({ stateDir: ${JSON.stringify(stateDir)} });
+      await rt.start({ machineId: 'crash-m', hostId: rt.hostId, sizes: { vcpu: 1, memoryMib: 128, storageGib: 1 } });
+      const h = await rt.exec('crash-m', { argv: ['sh', '-c', 'echo before-crash > /root/f'] }, () => {});
+      await h.done;
+      console.log(JSON.stringify(await rt.sandboxInfo('crash-m')));
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    let childExit: number | null = null;
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => (childExit = code ?? -1));
+    await waitUntil('child controlplane started the machine', () => out.includes('\n') || childExit !== null, 30_000);
+    expect(childExit).toBeNull();
+    const info = JSON.parse(out.trim()) as SandboxInfo;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+
+    expect(await processExists(info.initPid)).toBe(true);
+    rt = await createLocalRuntime({ stateDir });
+    await rt.recover([{ machineId: 'crash-m', hostId: rt.hostId, state: 'running', sizes: { vcpu: 1, memoryMib: 128, storageGib: 1 } }]);
+    expect((await rt.inspect('crash-m', rt.hostId)).state).toBe('running');
+    expect((await rt.sandboxInfo('crash-m'))?.initPid).toBe(info.initPid);
+    expect(await sh(rt, 'crash-m', 'cat /root/f')).toBe('before-crash\n');
+    await rt.destroy('crash-m');
+    expect(await processExists(info.initPid)).toBe(false);
+  });
+});
