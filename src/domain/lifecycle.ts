@@ -241,7 +241,6 @@ function planRun(m: Machine, now: number): Step {
     case 'accepted':
       return { kind: 'transition', patch: { phase: 'placement_pending', reason: REASONS.scheduling } };
     case 'placement_pending':
-      return { kind: 'place', preferredHostId: null };
     case 'sleeping':
     case 'stopping':
     case 'failed':
@@ -261,11 +260,16 @@ function planRun(m: Machine, now: number): Step {
   }
 }
 
-/** The outcome of a placement attempt: a host, or waiting for one. Null: nothing to commit. */
-export function placementPatch(m: Machine, hostId: string | null): MachinePatch | null {
+/**
+ * The outcome of a placement attempt: a host, or waiting for one. A machine
+ * whose storage is on a live host keeps that host while it waits (its disk
+ * is there, and still takes room). Null: nothing to commit.
+ */
+export function placementPatch(m: Machine, hostId: string | null, ownHostAlive: boolean): MachinePatch | null {
   if (hostId !== null) return { ...SUCCEEDED, phase: 'starting', hostId, reason: REASONS.placed };
-  if (m.phase === 'placement_pending' && m.reason === REASONS.noReadyHosts) return null;
-  return { phase: 'placement_pending', hostId: null, applied: null, reason: REASONS.noReadyHosts };
+  const keptHost = ownHostAlive ? m.hostId : null;
+  if (m.phase === 'placement_pending' && m.reason === REASONS.noReadyHosts && m.hostId === keptHost) return null;
+  return { phase: 'placement_pending', hostId: keptHost, applied: null, reason: REASONS.noReadyHosts };
 }
 
 export interface BackoffPolicy {

@@ -196,13 +196,15 @@ export class Reconciler {
     }));
   }
 
+  /** A machine with storage on a live host may only start there; otherwise any host with room. */
   private async place(planned: Machine, preferredHostId: string | null): Promise<void> {
     await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
       if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: undefined };
       const hosts = await tx.hosts();
+      const own = hosts.find((h) => h.hostId === preferredHostId && h.ready);
       const allocated = await tx.allocations(cur.machineId);
-      const hostId = chooseHost(hosts, allocated, sizesOf(cur), preferredHostId);
-      return { patch: placementPatch(cur, hostId), result: undefined };
+      const hostId = chooseHost(own !== undefined ? [own] : hosts, allocated, sizesOf(cur), preferredHostId);
+      return { patch: placementPatch(cur, hostId, own !== undefined), result: undefined };
     });
   }
 

@@ -58,6 +58,7 @@ describe('Idempotency-Key', () => {
 
   it('a 4xx is replayed; a REVISION_MISMATCH is not stored', async () => {
     const { body: m } = await api.createMachine();
+    await api.waitForPhase(m.machine_id, 'running'); // no reconciler commits race the If-Match below
     const notFound = await api.post('/v1/machines/dm-00000000-0000-7000-8000-000000000000/sleep', undefined, { headers: { 'idempotency-key': 'nf' } });
     expect(notFound.status).toBe(404);
     const again = await api.post('/v1/machines/dm-00000000-0000-7000-8000-000000000000/sleep', undefined, { headers: { 'idempotency-key': 'nf' } });

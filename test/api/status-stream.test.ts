@@ -275,7 +275,7 @@ describe('status stream: compaction, slow consumers and shutdown', () => {
     } finally {
       await own.close();
     }
-  });
+  }, 120_000);
 
   it('shutdown sends an error frame to open streams', async () => {
     const own = await startTestServer();

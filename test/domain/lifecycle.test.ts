@@ -501,7 +501,7 @@ describe('applyPatch', () => {
 describe('placementPatch', () => {
   it('a host found: starting on it, reason Placed, failure bookkeeping cleared', () => {
     const m = machine({ phase: 'placement_pending', hostId: null, applied: null, attempts: 2, lastError: 'x' });
-    expect(placementPatch(m, 'host-b')).toMatchObject({
+    expect(placementPatch(m, 'host-b', true)).toMatchObject({
       phase: 'starting',
       hostId: 'host-b',
       reason: 'Placed',
@@ -513,17 +513,23 @@ describe('placementPatch', () => {
 
   it('no host: placement_pending, unplaced, reason NoReadyHosts', () => {
     const m = machine({ phase: 'placement_pending', reason: 'Scheduling', hostId: null, applied: null });
-    expect(placementPatch(m, null)).toMatchObject({ phase: 'placement_pending', hostId: null, reason: 'NoReadyHosts' });
+    expect(placementPatch(m, null, false)).toMatchObject({ phase: 'placement_pending', hostId: null, reason: 'NoReadyHosts' });
   });
 
-  it('no host for a waking machine whose host is gone: placement_pending first', () => {
+  it('no host for a waking machine whose host is gone: placement_pending first, unplaced', () => {
     const m = machine({ phase: 'sleeping', applied: null });
-    expect(placementPatch(m, null)).toMatchObject({ phase: 'placement_pending', hostId: null, applied: null, reason: 'NoReadyHosts' });
+    expect(placementPatch(m, null, false)).toMatchObject({ phase: 'placement_pending', hostId: null, applied: null, reason: 'NoReadyHosts' });
+  });
+
+  it('no room on its own live host: a waking machine waits there, keeping the host its storage is on', () => {
+    const m = machine({ phase: 'sleeping', applied: null });
+    expect(m.hostId).not.toBeNull();
+    expect(placementPatch(m, null, true)).toMatchObject({ phase: 'placement_pending', hostId: m.hostId, reason: 'NoReadyHosts' });
   });
 
   it('still no host while already waiting for one: nothing to commit', () => {
     const m = machine({ phase: 'placement_pending', reason: 'NoReadyHosts', hostId: null, applied: null });
-    expect(placementPatch(m, null)).toBeNull();
+    expect(placementPatch(m, null, false)).toBeNull();
   });
 });
 
@@ -698,7 +704,7 @@ function drive(start: Machine, chooseHost: (preferred: string | null) => string 
         patch = step.success;
         break;
       case 'place':
-        patch = placementPatch(m, chooseHost(step.preferredHostId));
+        patch = placementPatch(m, chooseHost(step.preferredHostId), true);
         if (patch === null) return seen;
         break;
     }
