@@ -47,6 +47,8 @@ export interface Config {
     readonly backoffBaseMs: number;
     readonly backoffCapMs: number;
     readonly runtimeTimeoutMs: number;
+    /** PostgreSQL mode: how long a replica's claim on a machine lasts without renewal. */
+    readonly leaseTtlMs: number;
   };
   readonly retention: {
     readonly destroyedMs: number;
@@ -152,6 +154,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
       backoffBaseMs: int('BACKOFF_BASE_MS', 250, 1),
       backoffCapMs: int('BACKOFF_CAP_MS', 30_000, 1),
       runtimeTimeoutMs: int('RUNTIME_TIMEOUT_MS', 60_000, 10),
+      leaseTtlMs: int('LEASE_TTL_MS', 5000, 100),
     },
     retention: {
       destroyedMs: seconds('DESTROYED_RETENTION', '24h') * 1000,

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -15,6 +16,7 @@ import { Metrics } from './api/metrics.js';
 import type { Config } from './config.js';
 import { ChangeFeed } from './events/change-feed.js';
 import { Maintenance } from './reconciler/maintenance.js';
+import { LeaseKeeper } from './reconciler/leases.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import type { Runtime } from './runtime/runtime.js';
 import { createRuntime } from './runtime/select.js';
@@ -49,7 +51,7 @@ export function adminKeyPath(config: Config): string {
 
 /** First start: an organisation and an admin key, written to `<dataDir>/admin.key` (mode 600). */
 async function bootstrapAdminKey(store: Store, config: Config, log: Logger): Promise<string | undefined> {
-  if ((await store.countApiKeys()) > 0) return undefined;
+  if ((await store.countApiKeys()) > 0 || !(await store.claimOnce('bootstrap-admin-key'))) return undefined;
   const orgId = randomUUID();
   const { key } = await createApiKey(store, { orgId, scope: 'admin', name: 'admin (first start)' });
   mkdirSync(config.dataDir, { recursive: true });
@@ -57,6 +59,18 @@ async function bootstrapAdminKey(store: Store, config: Config, log: Logger): Pro
   writeFileSync(path, `${key}\n`, { mode: 0o600 });
   log.info({ orgId, path }, `created organisation ${orgId} and an admin API key; the key is in ${path}`);
   return key;
+}
+
+/** Opens the store once (migrations, first-start admin key) and closes it: the primary of `serve --replicas` does this before forking. */
+export async function initialiseStore(config: Config, log: Logger): Promise<string | undefined> {
+  const store = await openStore(
+    config.databaseUrl !== undefined ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'hangar.db') },
+  );
+  try {
+    return await bootstrapAdminKey(store, config, log);
+  } finally {
+    await store.close();
+  }
 }
 
 export async function startHangar(config: Config, opts: StartOptions = {}): Promise<Hangar> {
@@ -80,6 +94,16 @@ export async function startHangar(config: Config, opts: StartOptions = {}): Prom
     cleanups.push(() => feed.stop());
 
     const metrics = new Metrics();
+    // Replicas share a PostgreSQL: each machine is driven by the replica holding its lease.
+    const leases =
+      store.dialect === 'postgres'
+        ? new LeaseKeeper({
+            store,
+            owner: config.replicaId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+            ttlMs: config.reconciler.leaseTtlMs,
+            log,
+          })
+        : undefined;
     const reconciler = new Reconciler({
       store,
       runtime,
@@ -89,11 +113,20 @@ export async function startHangar(config: Config, opts: StartOptions = {}): Prom
       workers: config.reconciler.workers,
       resyncMs: config.reconciler.resyncMs,
       runtimeTimeoutMs: config.reconciler.runtimeTimeoutMs,
+      ...(leases !== undefined ? { leases } : {}),
     });
     metrics.gauge('hangar_reconcile_queue_length', 'Machines waiting for the reconciler', () => reconciler.queueLength);
     metrics.gauge('hangar_store_revision', 'Latest revision delivered by the change feed', () => feed.dispatchedRevision);
 
-    const { app } = await buildApp({ config, store, feed, runtime, log, metrics });
+    const { app } = await buildApp({
+      config,
+      store,
+      feed,
+      runtime,
+      log,
+      metrics,
+      ...(leases !== undefined ? { leaseOwner: { owner: leases.owner, ttlMs: config.reconciler.leaseTtlMs } } : {}),
+    });
     await reconciler.start();
     cleanups.push(() => reconciler.stop());
 

@@ -28,6 +28,8 @@ export interface AppDeps {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly clock?: () => number;
+  /** PostgreSQL mode: this replica's lease name, given to machines it creates. */
+  readonly leaseOwner?: { readonly owner: string; readonly ttlMs: number };
   /** Extra /v1 routes (executions), registered after auth. */
   readonly extraRoutes?: (app: FastifyInstance) => void;
 }
@@ -133,7 +135,12 @@ export async function buildApp(deps: AppDeps): Promise<HangarApp> {
   const watchers = new WatcherRegistry(config.stream.bookmarkIntervalMs, () => feed.dispatchedRevision);
   metrics.registerWatchers(watchers);
 
-  registerMachineRoutes(app, { store, defaultAutosleepSeconds: config.api.defaultAutosleepSeconds, clock });
+  registerMachineRoutes(app, {
+    store,
+    defaultAutosleepSeconds: config.api.defaultAutosleepSeconds,
+    clock,
+    ...(deps.leaseOwner !== undefined ? { leaseOwner: deps.leaseOwner } : {}),
+  });
   registerStatusStream(app, {
     store,
     feed,

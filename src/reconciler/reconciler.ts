@@ -17,6 +17,7 @@ import type { ChangeFeed } from '../events/change-feed.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
+import type { LeaseKeeper } from './leases.js';
 import { WorkQueue } from './work-queue.js';
 
 export interface ReconcilerOptions {
@@ -31,8 +32,8 @@ export interface ReconcilerOptions {
   /** A runtime call that takes longer fails (retryably). */
   readonly runtimeTimeoutMs: number;
   readonly clock?: () => number;
-  /** Whether this process drives a machine (PostgreSQL mode: lease ownership). */
-  readonly owns?: (machineId: string) => boolean;
+  /** Several replicas on one database: drive only machines whose lease we hold. */
+  readonly leases?: LeaseKeeper;
 }
 
 /** Phases whose arrival frees capacity someone may be waiting for. */
@@ -81,6 +82,7 @@ export class Reconciler {
       }
       if (freed) this.wakePending();
     });
+    this.opts.leases?.start((ids) => ids.forEach((id) => this.enqueue(id)));
     for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.work());
     await this.resync(true);
     this.resyncTimer = setInterval(() => void this.resync(true).catch((err) => this.opts.log.error({ err }, 'resync failed')), this.opts.resyncMs);
@@ -95,11 +97,11 @@ export class Reconciler {
     this.queue.shutDown();
     await Promise.all(this.workers);
     this.workers = [];
+    await this.opts.leases?.stop();
   }
 
   enqueue(machineId: string): void {
     if (!this.running) return;
-    if (this.opts.owns !== undefined && !this.opts.owns(machineId)) return;
     this.queue.add(machineId);
   }
 
@@ -165,7 +167,9 @@ export class Reconciler {
   async reconcile(machineId: string): Promise<void> {
     if (!this.running) return;
     const m = await this.opts.store.getMachine(machineId);
-    if (m === undefined) return;
+    if (m === undefined || m.phase === 'destroyed') return;
+    // Another replica drives it; its own feed and timers bring it there.
+    if (this.opts.leases !== undefined && !(await this.opts.leases.claim(machineId))) return;
     const now = this.clock();
     if (this.toInspect.delete(machineId) && (await this.checkSandbox(m))) return;
     const step = planStep(m, now);

@@ -151,6 +151,15 @@ export class SqlStore implements Store {
     return Number(row.n);
   }
 
+  async claimOnce(name: string): Promise<boolean> {
+    const res = await this.db
+      .insertInto('counters')
+      .values({ name: `once:${name}`, value: 1 })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .executeTakeFirst();
+    return Number(res.numInsertedOrUpdatedRows ?? 0n) > 0;
+  }
+
   // --- machines ---
 
   async getMachine(machineId: string): Promise<Machine | undefined> {
@@ -190,12 +199,13 @@ export class SqlStore implements Store {
 
   async insertMachine(
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
+    lease?: { owner: string; until: number },
   ): Promise<{ machine: Machine; event: StoredEvent }> {
     const out = await this.db.transaction().execute(async (trx) => {
       const revision = await this.nextRevision(trx);
       const now = this.clock();
       const m: Machine = { ...machine, revision, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
-      await trx.insertInto('machines').values({ ...machineToRow(m), owner: null, lease_until: null }).execute();
+      await trx.insertInto('machines').values({ ...machineToRow(m), owner: lease?.owner ?? null, lease_until: lease?.until ?? null }).execute();
       const event = eventOf(m);
       await this.appendEvent(trx, event);
       return { machine: m, event };
@@ -234,6 +244,40 @@ export class SqlStore implements Store {
       .where('machine_id', '=', machineId)
       .where('last_activity_at', '<', now)
       .execute();
+  }
+
+  async claimMachine(machineId: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
+    const res = await this.db
+      .updateTable('machines')
+      .set({ owner, lease_until: now + ttlMs })
+      .where('machine_id', '=', machineId)
+      .where((eb) => eb.or([eb('owner', 'is', null), eb('owner', '=', owner), eb('lease_until', '<', now)]))
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
+  async renewLeases(owner: string, now: number, ttlMs: number): Promise<string[]> {
+    const rows = await this.db
+      .updateTable('machines')
+      .set({ lease_until: now + ttlMs })
+      .where('owner', '=', owner)
+      .returning('machine_id')
+      .execute();
+    return rows.map((r) => r.machine_id);
+  }
+
+  async listClaimable(owner: string, now: number): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('machines')
+      .select('machine_id')
+      .where('phase', '!=', 'destroyed')
+      .where((eb) => eb.or([eb('owner', 'is', null), eb.and([eb('owner', '!=', owner), eb('lease_until', '<', now)])]))
+      .execute();
+    return rows.map((r) => r.machine_id);
+  }
+
+  async releaseLeases(owner: string): Promise<void> {
+    await this.db.updateTable('machines').set({ owner: null, lease_until: null }).where('owner', '=', owner).execute();
   }
 
   private txReader(trx: Tx): TxReader {

@@ -100,6 +100,8 @@ export interface Store {
   listApiKeys(orgId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(keyId: string, now: number): Promise<boolean>;
   countApiKeys(): Promise<number>;
+  /** True for exactly one caller per name, ever (first-start work when replicas start together). */
+  claimOnce(name: string): Promise<boolean>;
 
   // Machines.
   getMachine(machineId: string): Promise<Machine | undefined>;
@@ -107,10 +109,23 @@ export interface Store {
   /** Ids of machines that may need the reconciler (not converged, or running with autosleep). */
   listActiveMachineIds(): Promise<string[]>;
   listMachineIdsInPhase(phase: Machine['phase']): Promise<string[]>;
-  insertMachine(machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>): Promise<{ machine: Machine; event: StoredEvent }>;
+  /** `lease`: the creating replica drives the new machine (PostgreSQL mode). */
+  insertMachine(
+    machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
+    lease?: { owner: string; until: number },
+  ): Promise<{ machine: Machine; event: StoredEvent }>;
   mutateMachine<T>(machineId: string, decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>): Promise<MutationResult<T>>;
   /** Records activity (for autosleep) without a revision: it is not part of the machine's observable state. */
   touchActivity(machineId: string, now: number): Promise<void>;
+
+  // Leases (PostgreSQL mode: which replica drives a machine).
+  /** Takes or renews the lease when free, expired or already ours. Fenced in SQL: true only if we hold it now. */
+  claimMachine(machineId: string, owner: string, now: number, ttlMs: number): Promise<boolean>;
+  /** Extends every lease `owner` holds; returns their machine ids. */
+  renewLeases(owner: string, now: number, ttlMs: number): Promise<string[]>;
+  /** Machines with work whose lease is free or expired (their driver died or never claimed). */
+  listClaimable(owner: string, now: number): Promise<string[]>;
+  releaseLeases(owner: string): Promise<void>;
 
   // Event log.
   headRevision(): Promise<number>;

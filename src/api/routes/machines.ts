@@ -21,6 +21,8 @@ export interface MachineRoutesDeps {
   readonly store: Store;
   readonly defaultAutosleepSeconds: number;
   readonly clock: () => number;
+  /** PostgreSQL mode: new machines are leased to this replica, which took the request. */
+  readonly leaseOwner?: { readonly owner: string; readonly ttlMs: number };
 }
 
 const TAGS = ['Machine Lifecycle'];
@@ -149,7 +151,7 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
         nextAttemptAt: null,
         lastActivityAt: now,
         destroyedAt: null,
-      });
+      }, deps.leaseOwner === undefined ? undefined : { owner: deps.leaseOwner.owner, until: now + deps.leaseOwner.ttlMs });
       return sendMachine(reply, machine, 202);
     },
   );
