@@ -108,7 +108,7 @@ export class Reconciler {
   /** Looks at every machine that may need work; with `inspect`, checks placed sandboxes against the runtime too. */
   async resync(inspect: boolean): Promise<void> {
     const { store } = this.opts;
-    await store.upsertHosts(await this.opts.runtime.hosts(), this.clock());
+    await this.refreshHosts();
     for (const id of await store.listActiveMachineIds()) this.enqueue(id);
     if (!inspect) return;
     for (const phase of ['running', 'sleeping'] as const) {
@@ -117,6 +117,10 @@ export class Reconciler {
         this.enqueue(id);
       }
     }
+  }
+
+  private async refreshHosts(): Promise<void> {
+    await this.opts.store.upsertHosts(await this.opts.runtime.hosts(), this.clock());
   }
 
   /** After a restart the runtime is told what the store believes it holds. */
@@ -223,6 +227,7 @@ export class Reconciler {
           ? { reason: err.reason ?? step.failureReason, message: err.message, retryable: err.retryable }
           : { reason: step.failureReason, message: err instanceof Error ? err.message : String(err), retryable: true };
       this.opts.log.info({ machineId: m.machineId, op: step.op, ...failure }, 'runtime step failed');
+      if (failure.reason === 'HostLost') await this.refreshHosts();
       await this.commitIfUnchanged(m, failurePatch(m, failure, this.clock(), this.opts.backoff));
       return;
     }
@@ -276,6 +281,8 @@ export class Reconciler {
       return true;
     }
     this.opts.log.warn({ machineId: m.machineId, hostId: m.hostId }, message);
+    // Placement must not pick a host the runtime just lost.
+    if (seen.hostGone) await this.refreshHosts();
     await this.commitIfUnchanged(m, lostPatch(seen.hostGone, message));
     return true;
   }
