@@ -50,6 +50,35 @@ export const REASONS = {
   sandboxLost: 'SandboxLost',
 } as const;
 
+/** A machine as create stores it: accepted, intent running, nothing placed yet. */
+export function acceptedMachine(opts: {
+  machineId: string;
+  orgId: string;
+  sizes: Sizes;
+  autosleepSeconds: number;
+  now: number;
+}): Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'> {
+  return {
+    machineId: opts.machineId,
+    orgId: opts.orgId,
+    ...opts.sizes,
+    autosleepSeconds: opts.autosleepSeconds,
+    desiredState: 'running',
+    phase: 'accepted',
+    reason: REASONS.accepted,
+    retryable: true,
+    lastError: null,
+    lastTransitionAt: opts.now,
+    createdAt: opts.now,
+    hostId: null,
+    applied: null,
+    attempts: 0,
+    nextAttemptAt: null,
+    lastActivityAt: opts.now,
+    destroyedAt: null,
+  };
+}
+
 /** The sizes a machine asks for. */
 export function sizesOf(m: Sizes): Sizes {
   return { vcpu: m.vcpu, memoryMib: m.memoryMib, storageGib: m.storageGib };

@@ -58,8 +58,8 @@ describe('replicas on one PostgreSQL', () => {
     for (const r of [a, b]) expect((await new Api(r.url, key).get('/v1/machines')).status).toBe(200);
     const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
     try {
-      const [{ n }] = await sql<{ n: string }[]>`select count(*) as n from api_keys`;
-      expect(Number(n)).toBe(1);
+      const [row] = await sql<{ n: string }[]>`select count(*) as n from api_keys`;
+      expect(Number(row?.n)).toBe(1);
     } finally {
       await sql.end();
     }

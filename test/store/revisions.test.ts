@@ -4,7 +4,7 @@
  * tails the log with `revision > last` never skips one that commits late.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REASONS } from '../../src/domain/lifecycle.js';
+import { acceptedMachine } from '../../src/domain/lifecycle.js';
 import { openStore } from '../../src/store/open.js';
 import type { SqlStore } from '../../src/store/sql-store.js';
 import { tempDir } from '../helpers/server.js';
@@ -26,27 +26,9 @@ afterAll(async () => {
 
 async function newMachine(id: string) {
   const now = Date.now();
-  return store.insertMachine({
-    machineId: id,
-    orgId: '00000000-0000-4000-8000-000000000001',
-    vcpu: 1,
-    memoryMib: 512,
-    storageGib: 5,
-    autosleepSeconds: 0,
-    desiredState: 'running',
-    phase: 'accepted',
-    reason: REASONS.accepted,
-    retryable: true,
-    lastError: null,
-    lastTransitionAt: now,
-    createdAt: now,
-    hostId: null,
-    applied: null,
-    attempts: 0,
-    nextAttemptAt: null,
-    lastActivityAt: now,
-    destroyedAt: null,
-  });
+  return store.insertMachine(
+    acceptedMachine({ machineId: id, orgId: '00000000-0000-4000-8000-000000000001', sizes: { vcpu: 1, memoryMib: 512, storageGib: 5 }, autosleepSeconds: 0, now }),
+  );
 }
 
 describe('revisions', () => {

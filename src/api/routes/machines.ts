@@ -7,7 +7,7 @@ import { parseDuration } from '../../domain/durations.js';
 import { ApiError, invalidArgument, machineNotFound } from '../../domain/errors.js';
 import { newMachineId } from '../../domain/ids.js';
 import type { LifecycleAction, MutationDecision, UpdateRequest } from '../../domain/lifecycle.js';
-import { decideAction, decideUpdate, isConverged, REASONS } from '../../domain/lifecycle.js';
+import { acceptedMachine, decideAction, decideUpdate, isConverged } from '../../domain/lifecycle.js';
 import { fits, validateSizes } from '../../domain/sizes.js';
 import { fitsAnyHost, freeCapacity } from '../../domain/placement.js';
 import type { Machine, Sizes } from '../../domain/types.js';
@@ -133,25 +133,16 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
       const sizes: Sizes = { vcpu: body.vcpu, memoryMib: body.memory_mib, storageGib: body.storage_gib };
       if (!fitsAnyHost(await store.listHosts(), sizes)) throw capacityExceeded(sizes);
       const now = clock();
-      const { machine } = await store.insertMachine({
-        machineId: newMachineId(now),
-        orgId: authOf(request).orgId,
-        ...sizes,
-        autosleepSeconds: autosleep ?? deps.defaultAutosleepSeconds,
-        desiredState: 'running',
-        phase: 'accepted',
-        reason: REASONS.accepted,
-        retryable: true,
-        lastError: null,
-        lastTransitionAt: now,
-        createdAt: now,
-        hostId: null,
-        applied: null,
-        attempts: 0,
-        nextAttemptAt: null,
-        lastActivityAt: now,
-        destroyedAt: null,
-      }, deps.leaseOwner === undefined ? undefined : { owner: deps.leaseOwner.owner, until: now + deps.leaseOwner.ttlMs });
+      const { machine } = await store.insertMachine(
+        acceptedMachine({
+          machineId: newMachineId(now),
+          orgId: authOf(request).orgId,
+          sizes,
+          autosleepSeconds: autosleep ?? deps.defaultAutosleepSeconds,
+          now,
+        }),
+        deps.leaseOwner === undefined ? undefined : { owner: deps.leaseOwner.owner, until: now + deps.leaseOwner.ttlMs },
+      );
       return sendMachine(reply, machine, 202);
     },
   );
