@@ -13,8 +13,10 @@ import { pino } from 'pino';
 import { createApiKey } from './api/api-keys.js';
 import { buildApp } from './api/app.js';
 import { Metrics } from './api/metrics.js';
+import { registerExecutionRoutes } from './api/routes/executions.js';
 import type { Config } from './config.js';
 import { ChangeFeed } from './events/change-feed.js';
+import { ExecutionService } from './executions/service.js';
 import { Maintenance } from './reconciler/maintenance.js';
 import { LeaseKeeper } from './reconciler/leases.js';
 import { Reconciler } from './reconciler/reconciler.js';
@@ -118,6 +120,17 @@ export async function startHangar(config: Config, opts: StartOptions = {}): Prom
     metrics.gauge('hangar_reconcile_queue_length', 'Machines waiting for the reconciler', () => reconciler.queueLength);
     metrics.gauge('hangar_store_revision', 'Latest revision delivered by the change feed', () => feed.dispatchedRevision);
 
+    const executions = new ExecutionService({
+      store,
+      feed,
+      runtime,
+      log: log.child({ component: 'executions' }),
+      outputLimitBytes: config.executions.outputLimitBytes,
+      owner: config.replicaId ?? 'default',
+    });
+    await executions.start();
+    cleanups.push(() => executions.stop());
+
     const { app } = await buildApp({
       config,
       store,
@@ -126,6 +139,7 @@ export async function startHangar(config: Config, opts: StartOptions = {}): Prom
       log,
       metrics,
       ...(leases !== undefined ? { leaseOwner: { owner: leases.owner, ttlMs: config.reconciler.leaseTtlMs } } : {}),
+      extraRoutes: (a) => registerExecutionRoutes(a, { store, service: executions, stdinLimitBytes: config.executions.stdinLimitBytes }),
     });
     await reconciler.start();
     cleanups.push(() => reconciler.stop());

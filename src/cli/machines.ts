@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { ConnectionOptions, LifecycleResponse, MachineListItem } from './client.js';
 import { ApiCallError, HangarClient, resolveConfig, UsageError } from './client.js';
+import { registerExecCommand } from './exec.js';
 import { formatError, formatMachine, formatMachineTable, formatMutation, formatStatusLine, isConverged } from './format.js';
 import type { WatchOutcome } from './watch.js';
 import { watchMachine } from './watch.js';
@@ -242,4 +243,6 @@ export function registerMachineCommands(program: Command): void {
         return exitOf(outcome);
       }),
     );
+
+  registerExecCommand(machines, common);
 }

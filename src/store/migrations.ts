@@ -5,6 +5,7 @@
  */
 import type { Kysely, Migration, MigrationProvider } from 'kysely';
 import { sql } from 'kysely';
+import { executionsMigration } from './executions-store.js';
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -107,6 +108,7 @@ const initial: Migration = {
 
 export const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_executions': executionsMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

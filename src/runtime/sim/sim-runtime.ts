@@ -8,7 +8,7 @@
  */
 import type { Host } from '../../domain/placement.js';
 import type { Sizes } from '../../domain/types.js';
-import type { Observation, Runtime, SandboxSpec } from '../runtime.js';
+import type { ExecHandle, ExecRequest, ExecResult, ExecRuntime, Observation, OutputListener, Runtime, SandboxSpec } from '../runtime.js';
 import { RuntimeError } from '../runtime.js';
 
 export interface SimHostSpec {
@@ -40,7 +40,7 @@ interface SimSandbox {
 
 export const NO_FAULTS: SimFaults = { failureRate: 0, retryable: true, hostLossRate: 0 };
 
-export class SimRuntime implements Runtime {
+export class SimRuntime implements Runtime, ExecRuntime {
   readonly kind = 'sim';
   private readonly hostSpecs: SimHostSpec[];
   private readonly lostHosts = new Set<string>();
@@ -143,6 +143,15 @@ export class SimRuntime implements Runtime {
     this.sandboxes.clear();
   }
 
+  /** Commands in a running sandbox: a few built-ins (see simExec), so API tests run anywhere, fast. */
+  async exec(machineId: string, req: ExecRequest, onOutput: OutputListener): Promise<ExecHandle> {
+    const sb = this.sandboxes.get(machineId);
+    if (sb === undefined || sb.state !== 'running') {
+      throw new RuntimeError(`machine ${machineId} is not running`, { retryable: false, reason: 'MachineNotRunning' });
+    }
+    return simExec(req, onOutput);
+  }
+
   private async operate(op: string, machineId: string, hostId: string | undefined): Promise<void> {
     this.calls.push({ op, machineId });
     if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
@@ -178,4 +187,57 @@ export function parseSimHosts(text: string): SimHostSpec[] {
   }
   if (hosts.length === 0) throw new Error('HANGAR_SIM_HOSTS: at least one host is needed');
   return hosts;
+}
+
+const SIGKILL = 9;
+
+/**
+ * The simulated command set: `echo args...`, `cat` (stdin to stdout), `true`,
+ * `false` (exit 1), `sleep <seconds>`. No shell; anything else is a missing
+ * executable. Output and exit come asynchronously, as from a real process;
+ * kill() and the timeout end it with SIGKILL.
+ */
+function simExec(req: ExecRequest, onOutput: OutputListener): ExecHandle {
+  const [prog, ...args] = req.argv;
+  let settle: (r: ExecResult) => void = () => undefined;
+  const done = new Promise<ExecResult>((r) => (settle = r));
+  let finished = false;
+  let sleeper: NodeJS.Timeout | undefined;
+  const end = (r: ExecResult): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timeout);
+    clearTimeout(sleeper);
+    settle(r);
+  };
+  const exit = (exitCode: number) => end({ exitCode, signal: null, timedOut: false });
+  const killed = (timedOut: boolean) => end({ exitCode: null, signal: SIGKILL, timedOut });
+  const timeout = req.timeoutMs === undefined ? undefined : setTimeout(() => killed(true), req.timeoutMs);
+  setImmediate(() => {
+    if (finished) return;
+    switch (prog) {
+      case 'echo':
+        onOutput('stdout', Buffer.from(`${args.join(' ')}\n`));
+        return exit(0);
+      case 'cat':
+        if (req.stdin !== undefined && req.stdin !== '') onOutput('stdout', Buffer.from(req.stdin));
+        return exit(0);
+      case 'true':
+        return exit(0);
+      case 'false':
+        return exit(1);
+      case 'sleep': {
+        const seconds = Number(args[0]);
+        if (args[0] === undefined || !Number.isFinite(seconds) || seconds < 0) {
+          onOutput('stderr', Buffer.from(`sleep: invalid time interval '${args[0] ?? ''}'\n`));
+          return exit(1);
+        }
+        sleeper = setTimeout(() => exit(0), seconds * 1000);
+        return;
+      }
+      default:
+        return end({ exitCode: null, signal: null, timedOut: false, startError: { code: 'EXECUTABLE_NOT_FOUND', message: `${prog ?? ''}: executable not found` } });
+    }
+  });
+  return { done, kill: () => killed(false) };
 }
