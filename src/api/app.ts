@@ -134,6 +134,10 @@ export async function buildApp(deps: AppDeps): Promise<HangarApp> {
 
   const watchers = new WatcherRegistry(config.stream.bookmarkIntervalMs, () => feed.dispatchedRevision);
   metrics.registerWatchers(watchers);
+  // A lost store: open streams end with an error frame; clients resume with Last-Event-ID once it is back.
+  feed.onHealthChange((healthy) => {
+    if (!healthy) watchers.failAll({ error_code: 'DEPENDENCY_UNAVAILABLE', message: 'store unavailable', retryable: true });
+  });
 
   registerMachineRoutes(app, {
     store,

@@ -38,8 +38,30 @@ export function validationDetails(context: string | undefined, errors: readonly 
   return details;
 }
 
+/** Connection-level failures of either store: a retry can succeed once it is back. */
+const STORE_DOWN_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'SQLITE_BUSY',
+  'SQLITE_LOCKED',
+]);
+
+export function isStoreUnavailable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  // PostgreSQL SQLSTATE class 08 (connection exception) and 57P01-03 (server shutting down, crashed, starting).
+  return STORE_DOWN_CODES.has(code) || /^08/.test(code) || /^57P0[1-3]$/.test(code);
+}
+
 export function toApiError(err: FastifyError | ApiError | Error): ApiError {
   if (err instanceof ApiError) return err;
+  if (isStoreUnavailable(err)) return new ApiError('DEPENDENCY_UNAVAILABLE', 'store unavailable');
   const fe = err as FastifyError & { validation?: AjvError[]; validationContext?: string };
   if (Array.isArray(fe.validation)) {
     return new ApiError('INVALID_ARGUMENT', 'request validation failed', {

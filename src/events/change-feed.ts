@@ -38,7 +38,7 @@ export class ChangeFeed {
   private readonly store: Pick<Store, 'readEvents' | 'headRevision' | 'onCommit' | 'remoteCommits'>;
   private readonly batchSize: number;
   private readonly gapWaitMs: number;
-  private readonly onHealth: ((healthy: boolean, error?: unknown) => void) | undefined;
+  private readonly healthListeners: ((healthy: boolean, error?: unknown) => void)[] = [];
 
   /** Highest revision accepted (queued for dispatch). */
   private accepted = 0;
@@ -63,7 +63,12 @@ export class ChangeFeed {
     this.store = store;
     this.batchSize = opts.batchSize ?? DEFAULT_BATCH;
     this.gapWaitMs = opts.gapWaitMs ?? DEFAULT_GAP_WAIT_MS;
-    this.onHealth = opts.onHealth;
+    if (opts.onHealth !== undefined) this.healthListeners.push(opts.onHealth);
+  }
+
+  /** Called when reading the log starts failing (store lost) and when it works again. */
+  onHealthChange(listener: (healthy: boolean, error?: unknown) => void): void {
+    this.healthListeners.push(listener);
   }
 
   /** Starts at the log's head: subscribers see changes committed from now on. */
@@ -167,7 +172,7 @@ export class ChangeFeed {
     if (healthy) this.failures = 0;
     if (healthy === this.healthy) return;
     this.healthy = healthy;
-    this.onHealth?.(healthy, error);
+    for (const listener of this.healthListeners) listener(healthy, error);
   }
 
   private drainEarly(): void {

@@ -2,9 +2,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, SqliteDialect } from 'kysely';
-import { PostgresJSDialect } from 'kysely-postgres-js';
-import postgres from 'postgres';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
 import type { Database } from './schema.js';
 import { EVENTS_CHANNEL, migrate, SqlStore } from './sql-store.js';
 import type { RemoteCommits } from './store.js';
@@ -40,34 +39,88 @@ function openSqlite(path: string, opts: OpenStoreOptions): { db: Kysely<Database
 
 const INT8_OID = 20;
 
+/** Revisions and times are int8; they stay below 2^53, so plain numbers are exact. */
+const pgTypes = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+};
+
 function openPostgres(url: string, opts: OpenStoreOptions): { db: Kysely<Database>; store: SqlStore } {
-  const options = {
-    max: opts.poolSize ?? 10,
-    onnotice: () => undefined,
-    // Revisions and times are int8; they stay below 2^53, so plain numbers are exact.
-    types: {
-      bigint: { to: INT8_OID, from: [INT8_OID], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
-    },
-  };
-  const client = postgres(url, options);
-  const db = new Kysely<Database>({ dialect: new PostgresJSDialect({ postgres: client }) });
-  // LISTEN needs a connection of its own; postgres.js re-listens after a reconnect and calls onListen again.
-  let listener: ReturnType<typeof postgres> | null = null;
-  const remoteCommits: RemoteCommits = {
-    async listen(onRevision, onListen) {
-      listener ??= postgres(url, { ...options, max: 1 });
-      const sub = await listener.listen(EVENTS_CHANNEL, (payload) => onRevision(Number(payload)), onListen);
-      return async () => sub.unlisten();
-    },
-  };
+  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: pgTypes });
+  // A connection that dies (a database restart) must not take the process down: idle ones are dropped
+  // by the pool ('error' on the pool); a checked-out one has no pool listener (pg-pool removes it while
+  // the client is out), so each client gets its own. The query in flight still rejects, and the pool
+  // discards the broken client when it comes back.
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const notifications = new PgNotifications(url);
   const store = new SqlStore({
     dialect: 'postgres',
     db,
-    remoteCommits,
+    remoteCommits: notifications,
     ...(opts.clock ? { clock: opts.clock } : {}),
-    onClose: async () => {
-      await listener?.end({ timeout: 1 });
-    },
+    onClose: () => notifications.close(),
   });
   return { db, store };
+}
+
+const LISTEN_RETRY_MS = 250;
+const LISTEN_RETRY_CAP_MS = 5000;
+
+/**
+ * LISTEN on a connection of its own, re-established after it drops. Every
+ * (re)subscription calls `onListen`, because notifications sent while it was
+ * down are lost and the caller must catch up from the event log.
+ */
+class PgNotifications implements RemoteCommits {
+  private client: pg.Client | null = null;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private failures = 0;
+
+  constructor(private readonly url: string) {}
+
+  async listen(onRevision: (revision: number) => void, onListen: () => void): Promise<() => Promise<void>> {
+    const connect = async (): Promise<void> => {
+      const client = new pg.Client({ connectionString: this.url, types: pgTypes });
+      let lost = false;
+      const reconnect = () => {
+        if (lost) return;
+        lost = true;
+        client.removeAllListeners('notification');
+        void client.end().catch(() => undefined);
+        if (this.client === client) this.client = null;
+        if (this.stopped) return;
+        const delay = Math.min(LISTEN_RETRY_CAP_MS, LISTEN_RETRY_MS * 2 ** Math.min(this.failures++, 5));
+        // A failed attempt schedules the next one itself (the catch in connect).
+        this.retryTimer = setTimeout(() => void connect().catch(() => undefined), delay);
+      };
+      client.on('error', reconnect);
+      client.on('end', reconnect);
+      client.on('notification', (msg) => {
+        if (msg.channel === EVENTS_CHANNEL && msg.payload !== undefined) onRevision(Number(msg.payload));
+      });
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${EVENTS_CHANNEL}`);
+      } catch (err) {
+        reconnect();
+        throw err;
+      }
+      this.client = client;
+      this.failures = 0;
+      onListen();
+    };
+    await connect();
+    return () => this.close();
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    const client = this.client;
+    this.client = null;
+    await client?.end().catch(() => undefined);
+  }
 }

@@ -26,7 +26,17 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startChildServer(dataDir: string, env: Record<string, string> = {}, port?: number): Promise<ChildServer> {
-  const p = port ?? (await freePort());
+  // A free port can be taken by a parallel suite before the child binds it: try another.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startOnce(dataDir, env, port ?? (await freePort()));
+    } catch (err) {
+      if (port !== undefined || attempt >= 4 || !/EADDRINUSE/.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startOnce(dataDir: string, env: Record<string, string>, p: number): Promise<ChildServer> {
   let output = '';
   const proc = spawn(process.execPath, [MAIN, 'serve'], {
     env: {

@@ -4,7 +4,7 @@
  * otherwise SQLite. Suites call startTestServer() and never need to know.
  */
 import { randomBytes } from 'node:crypto';
-import postgres from 'postgres';
+import { pgQuery } from './pg.js';
 
 export interface TestDatabase {
   readonly url: string;
@@ -26,23 +26,13 @@ export async function createTestDatabase(): Promise<TestDatabase | null> {
   if (testStoreKind() !== 'postgres') return null;
   const admin = adminDatabaseUrl();
   const name = `hangar_t_${randomBytes(6).toString('hex')}`;
-  const sql = postgres(admin, { max: 1, onnotice: () => undefined });
-  try {
-    await sql.unsafe(`create database ${name}`);
-  } finally {
-    await sql.end();
-  }
+  await pgQuery(admin, `create database ${name}`);
   const url = new URL(admin);
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
     async drop() {
-      const s = postgres(admin, { max: 1, onnotice: () => undefined });
-      try {
-        await s.unsafe(`drop database if exists ${name} with (force)`);
-      } finally {
-        await s.end();
-      }
+      await pgQuery(admin, `drop database if exists ${name} with (force)`);
     },
   };
 }

@@ -4,7 +4,6 @@
  * taken over, and resuming on another replica loses nothing.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import postgres from 'postgres';
 import { Api } from '../helpers/http.js';
 import { tempDir } from '../helpers/server.js';
 import type { ChildServer } from '../helpers/child-server.js';
@@ -12,6 +11,7 @@ import { adminKeyOf, freePort, startChildServer } from '../helpers/child-server.
 import { openStream, statusFrames } from '../helpers/sse.js';
 import type { TestDatabase } from '../helpers/store-target.js';
 import { createTestDatabase } from '../helpers/store-target.js';
+import { pgQuery } from '../helpers/pg.js';
 import { rmSync } from 'node:fs';
 
 let db: TestDatabase;
@@ -42,13 +42,8 @@ async function replica(name: string, env: Record<string, string> = {}): Promise<
 }
 
 async function eventRevisions(machineId: string): Promise<number[]> {
-  const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-  try {
-    const rows = await sql<{ revision: string }[]>`select revision from events where machine_id = ${machineId} order by revision`;
-    return rows.map((r) => Number(r.revision));
-  } finally {
-    await sql.end();
-  }
+  const rows = await pgQuery<{ revision: string }>(db.url, 'select revision from events where machine_id = $1 order by revision', [machineId]);
+  return rows.map((r) => Number(r.revision));
 }
 
 describe('replicas on one PostgreSQL', () => {
@@ -56,13 +51,8 @@ describe('replicas on one PostgreSQL', () => {
     const [a, b] = await Promise.all([replica('a'), replica('b')]);
     const key = adminKeyOf(dataDir);
     for (const r of [a, b]) expect((await new Api(r.url, key).get('/v1/machines')).status).toBe(200);
-    const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-    try {
-      const [row] = await sql<{ n: string }[]>`select count(*) as n from api_keys`;
-      expect(Number(row?.n)).toBe(1);
-    } finally {
-      await sql.end();
-    }
+    const [row] = await pgQuery<{ n: string }>(db.url, 'select count(*) as n from api_keys');
+    expect(Number(row?.n)).toBe(1);
   });
 
   it('a watcher on B sees every transition driven by A, in order', async () => {
@@ -77,13 +67,8 @@ describe('replicas on one PostgreSQL', () => {
     expect(frames.map((f) => f.body.status.phase)).toEqual(['accepted', 'placement_pending', 'starting', 'running']);
     expect(frames.map((f) => f.revision)).toEqual(await eventRevisions(id));
     // A drove it: it holds the lease.
-    const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-    try {
-      const [row] = await sql<{ owner: string }[]>`select owner from machines where machine_id = ${id}`;
-      expect(row!.owner).toBe('a');
-    } finally {
-      await sql.end();
-    }
+    const [row] = await pgQuery<{ owner: string }>(db.url, 'select owner from machines where machine_id = $1', [id]);
+    expect(row!.owner).toBe('a');
   });
 
   it('SIGKILL of the replica driving a machine mid-transition: the other finishes the job', async () => {
@@ -124,12 +109,7 @@ describe('replicas on one PostgreSQL', () => {
     const stream = await openStream(`${b.url}/v1/machines/${id}/status/stream`, key, { 'last-event-id': '0' });
     await stream.waitFor((f) => f.length >= 1);
     // Cut every LISTEN connection (both replicas'): notifications sent meanwhile are lost.
-    const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-    try {
-      await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and query ilike 'listen%'`;
-    } finally {
-      await sql.end();
-    }
+    await pgQuery(db.url, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and query ilike 'listen%'");
     await stream.ended;
     expect(statusFrames(stream.frames).map((f) => f.revision)).toEqual(await eventRevisions(id));
     expect(statusFrames(stream.frames).at(-1)!.body.status.phase).toBe('running');
@@ -155,13 +135,8 @@ describe('replicas on one PostgreSQL', () => {
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) ids.push((await api.createMachine()).body.machine_id);
     for (const id of ids) await api.waitForPhase(id, 'running');
-    const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-    try {
-      const owners = await sql<{ owner: string }[]>`select distinct owner from machines`;
-      expect(owners.map((o) => o.owner).every((o) => /^replica-[01]$/.test(o))).toBe(true);
-    } finally {
-      await sql.end();
-    }
+    const owners = await pgQuery<{ owner: string }>(db.url, 'select distinct owner from machines');
+    expect(owners.map((o) => o.owner).every((o) => /^replica-[01]$/.test(o))).toBe(true);
     expect(await cluster.kill('SIGTERM')).toBe(0);
   });
 });

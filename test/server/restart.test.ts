@@ -34,30 +34,35 @@ describe('hangar serve', () => {
     const dir = tempDir();
     dirs.push(dir);
     // Slow runtime operations, so the kill lands while machines are between phases.
-    const env = { HANGAR_SIM_LATENCY_MS: '150' };
+    const env = { HANGAR_SIM_LATENCY_MS: '400' };
     const first = await startChildServer(dir, env);
     children.push(first);
     const api = new Api(first.url, adminKeyOf(dir));
 
     const ids: string[] = [];
-    for (let i = 0; i < 6; i++) ids.push((await api.createMachine()).body.machine_id);
+    for (let i = 0; i < 2; i++) ids.push((await api.createMachine()).body.machine_id);
     await api.waitForPhase(ids[0]!, 'running', 20_000);
     await api.waitForPhase(ids[1]!, 'running', 20_000);
-    await api.post(`/v1/machines/${ids[0]}/sleep`);
-    await api.delete(`/v1/machines/${ids[1]}`);
-    for (let i = 0; i < 4; i++) ids.push((await api.createMachine()).body.machine_id);
 
-    // Record every frame committed before the kill.
+    // Every change committed before the kill, as the log had it.
     const before = new Map<number, string>();
+    const record = (body: { status: { revision: string } }) => before.set(Number(body.status.revision), JSON.stringify(body));
     for (const id of ids) {
       const s = await openStream(`${first.url}/v1/machines/${id}/status/stream`, adminKeyOf(dir), { 'last-event-id': '0' });
-      await s.waitFor((f) => f.length > 0);
-      s.close();
+      await s.ended;
       for (const f of statusFrames(s.frames)) before.set(f.revision, JSON.stringify(f.body));
     }
+    // Then start transitions and kill at once, while they are under way.
+    record((await api.post(`/v1/machines/${ids[0]}/sleep`)).body);
+    record((await api.delete(`/v1/machines/${ids[1]}`)).body);
+    for (let i = 0; i < 6; i++) {
+      const created = await api.createMachine();
+      record(created.body);
+      ids.push(created.body.machine_id);
+    }
     const phasesAtKill = await Promise.all(ids.map(async (id) => (await api.get(`/v1/machines/${id}`)).body.status.phase));
-    expect(phasesAtKill.some((p) => !['running', 'sleeping', 'destroyed'].includes(p))).toBe(true);
     await first.kill('SIGKILL');
+    expect(phasesAtKill.some((p) => !['running', 'sleeping', 'destroyed'].includes(p))).toBe(true);
 
     const second = await startChildServer(dir, { HANGAR_SIM_LATENCY_MS: '5' });
     children.push(second);
