@@ -36,8 +36,12 @@ export interface ReconcilerOptions {
   readonly leases?: LeaseKeeper;
 }
 
-/** Phases whose arrival frees capacity someone may be waiting for. */
-const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'failed', 'placement_pending']);
+/**
+ * Phases whose arrival frees capacity someone may be waiting for. (Not
+ * placement_pending: every create passes through it, and waking all pending
+ * machines on each one is quadratic; a failure on the way there is `failed`.)
+ */
+const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'failed']);
 
 export class Reconciler {
   private readonly opts: ReconcilerOptions;

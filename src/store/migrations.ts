@@ -106,9 +106,32 @@ const initial: Migration = {
   },
 };
 
+/**
+ * Per-host allocation totals, so placement reads one row per host instead of
+ * summing every placed machine (quadratic in the number of machines).
+ */
+const hostAllocations: Migration = {
+  async up(db: Kysely<unknown>) {
+    for (const column of ['allocated_vcpu', 'allocated_memory_mib', 'allocated_storage_gib']) {
+      await db.schema
+        .alterTable('hosts')
+        .addColumn(column, column === 'allocated_vcpu' ? 'double precision' : 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
+    }
+    // Backfill from the machines already placed (same rules as domain/placement.ts allocationOf).
+    await sql`
+      update hosts set
+        allocated_vcpu = coalesce((select sum(vcpu) from machines m where m.host_id = hosts.host_id and m.phase in ('starting', 'running', 'stopping')), 0),
+        allocated_memory_mib = coalesce((select sum(memory_mib) from machines m where m.host_id = hosts.host_id and m.phase in ('starting', 'running', 'stopping')), 0),
+        allocated_storage_gib = coalesce((select sum(storage_gib) from machines m where m.host_id = hosts.host_id and m.phase <> 'destroyed'), 0)
+    `.execute(db);
+  },
+};
+
 export const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_executions': executionsMigration,
+  '0003_host_allocations': hostAllocations,
 };
 
 export const migrationProvider: MigrationProvider = {

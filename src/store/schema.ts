@@ -72,6 +72,10 @@ export interface HostsTable {
   storage_gib: number;
   ready: number;
   updated_at: number;
+  /** What placed machines hold on this host, kept in step with every commit that moves an allocation. */
+  allocated_vcpu: Generated<number>;
+  allocated_memory_mib: Generated<number>;
+  allocated_storage_gib: Generated<number>;
 }
 
 export interface IdempotencyKeysTable {

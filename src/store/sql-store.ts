@@ -12,7 +12,8 @@ import type { Kysely, Transaction } from 'kysely';
 import { Migrator, sql } from 'kysely';
 import { applyPatch, endsStream } from '../domain/lifecycle.js';
 import type { Host } from '../domain/placement.js';
-import { allocationsByHost } from '../domain/placement.js';
+import { allocationOf } from '../domain/placement.js';
+import { sizesEqual } from '../domain/sizes.js';
 import type { Machine, Sizes } from '../domain/types.js';
 import { toLifecycleResponse } from '../domain/types.js';
 import { migrationProvider } from './migrations.js';
@@ -229,6 +230,7 @@ export class SqlStore implements Store {
       const revision = await this.nextRevision(trx);
       const next = applyPatch(current, decision.patch, revision, this.clock());
       await trx.updateTable('machines').set(machineToRow(next)).where('machine_id', '=', machineId).execute();
+      await this.moveAllocation(trx, current, next);
       const event = eventOf(next);
       await this.appendEvent(trx, event);
       return { machine: next, event, result: decision.result };
@@ -285,23 +287,46 @@ export class SqlStore implements Store {
       hosts: () => readHosts(trx),
       allocations: async (excludeMachineId: string | null): Promise<Map<string, Sizes>> => {
         const rows = await trx
-          .selectFrom('machines')
-          .select(['machine_id', 'phase', 'host_id', 'vcpu', 'memory_mib', 'storage_gib'])
-          .where('host_id', 'is not', null)
+          .selectFrom('hosts')
+          .select(['host_id', 'allocated_vcpu', 'allocated_memory_mib', 'allocated_storage_gib'])
           .execute();
-        return allocationsByHost(
-          rows.map((r) => ({
-            machineId: r.machine_id,
-            phase: r.phase as Machine['phase'],
-            hostId: r.host_id,
-            vcpu: r.vcpu,
-            memoryMib: r.memory_mib,
-            storageGib: r.storage_gib,
-          })),
-          excludeMachineId,
+        const byHost = new Map<string, Sizes>(
+          rows.map((r) => [r.host_id, { vcpu: r.allocated_vcpu, memoryMib: r.allocated_memory_mib, storageGib: r.allocated_storage_gib }]),
         );
+        if (excludeMachineId === null) return byHost;
+        // What the machine itself holds is not in its way.
+        const own = await trx.selectFrom('machines').selectAll().where('machine_id', '=', excludeMachineId).executeTakeFirst();
+        if (own === undefined || own.host_id === null) return byHost;
+        const held = allocationOf(rowToMachine(own));
+        const total = byHost.get(own.host_id);
+        if (total !== undefined) {
+          byHost.set(own.host_id, { vcpu: total.vcpu - held.vcpu, memoryMib: total.memoryMib - held.memoryMib, storageGib: total.storageGib - held.storageGib });
+        }
+        return byHost;
       },
     };
+  }
+
+  /** Keeps the hosts' allocation totals in step with a machine's change (same transaction). */
+  private async moveAllocation(trx: Tx, before: Machine, after: Machine): Promise<void> {
+    const was = allocationOf(before);
+    const is = allocationOf(after);
+    if (before.hostId === after.hostId && sizesEqual(was, is)) return;
+    if (before.hostId !== null) await this.addAllocation(trx, before.hostId, was, -1);
+    if (after.hostId !== null) await this.addAllocation(trx, after.hostId, is, 1);
+  }
+
+  private async addAllocation(trx: Tx, hostId: string, s: Sizes, sign: 1 | -1): Promise<void> {
+    if (s.vcpu === 0 && s.memoryMib === 0 && s.storageGib === 0) return;
+    await trx
+      .updateTable('hosts')
+      .set((eb) => ({
+        allocated_vcpu: eb('allocated_vcpu', '+', sign * s.vcpu),
+        allocated_memory_mib: eb('allocated_memory_mib', '+', sign * s.memoryMib),
+        allocated_storage_gib: eb('allocated_storage_gib', '+', sign * s.storageGib),
+      }))
+      .where('host_id', '=', hostId)
+      .execute();
   }
 
   /** Serialises commits (see the header). SQLite transactions already are. */

@@ -13,6 +13,10 @@ import { createSimRuntime } from '../../src/runtime/select.js';
 import type { SimRuntime } from '../../src/runtime/sim/sim-runtime.js';
 import type { Hangar } from '../../src/server.js';
 import { startHangar } from '../../src/server.js';
+import type { Sizes } from '../../src/domain/types.js';
+import { allocationsByHost } from '../../src/domain/placement.js';
+import { rowToMachine } from '../../src/store/rows.js';
+import type { SqlStore } from '../../src/store/sql-store.js';
 import type { TestDatabase } from './store-target.js';
 import { createTestDatabase } from './store-target.js';
 
@@ -81,4 +85,17 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
 async function readAdminKey(dataDir: string): Promise<string> {
   const { readFile } = await import('node:fs/promises');
   return (await readFile(join(dataDir, 'admin.key'), 'utf8')).trim();
+}
+
+/** Each host's stored allocation totals next to the same totals recomputed from every machine. */
+export async function allocationTotals(server: TestServer): Promise<{ stored: Record<string, Sizes>; derived: Record<string, Sizes> }> {
+  const store = server.hangar.store as SqlStore;
+  const hosts = await store.db.selectFrom('hosts').selectAll().execute();
+  const machines = await store.db.selectFrom('machines').selectAll().execute();
+  const derived = allocationsByHost(machines.map(rowToMachine), null);
+  const zero = { vcpu: 0, memoryMib: 0, storageGib: 0 };
+  return {
+    stored: Object.fromEntries(hosts.map((h) => [h.host_id, { vcpu: h.allocated_vcpu, memoryMib: h.allocated_memory_mib, storageGib: h.allocated_storage_gib }])),
+    derived: Object.fromEntries(hosts.map((h) => [h.host_id, derived.get(h.host_id) ?? zero])),
+  };
 }

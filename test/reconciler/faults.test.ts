@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/http.js';
 import type { TestServer } from '../helpers/server.js';
-import { startTestServer } from '../helpers/server.js';
+import { allocationTotals, startTestServer } from '../helpers/server.js';
 
 let server: TestServer | undefined;
 
@@ -93,5 +93,7 @@ describe('reconciler and runtime faults', () => {
     for (const id of ids) await api.delete(`/v1/machines/${id}`);
     for (const id of ids) await api.waitForPhase(id, 'destroyed', 20_000);
     for (const id of ids) expect(server.sim!.sandboxState(id)).toBeUndefined();
+    const totals = await allocationTotals(server);
+    expect(totals.stored).toEqual(totals.derived);
   });
 });

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/http.js';
 import type { TestServer } from '../helpers/server.js';
-import { startTestServer } from '../helpers/server.js';
+import { allocationTotals, startTestServer } from '../helpers/server.js';
 
 let server: TestServer;
 let api: Api;
@@ -61,5 +61,10 @@ describe('placement on one small host', () => {
     expect(ok.status).toBe(202);
     await api.waitFor(a, (x) => x.status.reason === 'Resized');
     await api.delete(`/v1/machines/${a}`);
+  });
+
+  it('each host\'s allocation totals equal the sum over its machines after all of the above', async () => {
+    const totals = await allocationTotals(server);
+    expect(totals.stored).toEqual(totals.derived);
   });
 });
