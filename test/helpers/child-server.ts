@@ -14,6 +14,12 @@ export interface ChildServer {
 
 const MAIN = new URL('../../dist/src/cli/main.js', import.meta.url).pathname;
 
+/** Servers this test process started: none may outlive it, whatever happens to the test. */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const proc of live) proc.kill('SIGKILL');
+});
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -50,6 +56,8 @@ async function startOnce(dataDir: string, env: Record<string, string>, p: number
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const url = `http://127.0.0.1:${p}`;
