@@ -297,7 +297,9 @@ function planRun(m: Machine, now: number): Step {
 export function placementPatch(m: Machine, hostId: string | null, ownHostAlive: boolean): MachinePatch | null {
   if (hostId !== null) return { ...SUCCEEDED, phase: 'starting', hostId, reason: REASONS.placed };
   const keptHost = ownHostAlive ? m.hostId : null;
-  if (m.phase === 'placement_pending' && m.reason === REASONS.noReadyHosts && m.hostId === keptHost) return null;
+  // Already waiting: only a fresh attempt (Scheduling) says NoReadyHosts. A later change (a PATCH's
+  // Updated) keeps its own reason; re-committing NoReadyHosts would double every commit and frame.
+  if (m.phase === 'placement_pending' && m.reason !== REASONS.scheduling && m.hostId === keptHost) return null;
   return { phase: 'placement_pending', hostId: keptHost, applied: null, reason: REASONS.noReadyHosts };
 }
 

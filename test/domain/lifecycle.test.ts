@@ -531,6 +531,16 @@ describe('placementPatch', () => {
     const m = machine({ phase: 'placement_pending', reason: 'NoReadyHosts', hostId: null, applied: null });
     expect(placementPatch(m, null, false)).toBeNull();
   });
+
+  it('still no host after a change while waiting (a PATCH said Updated): nothing to commit, the reason stays', () => {
+    const m = machine({ phase: 'placement_pending', reason: 'Updated', hostId: null, applied: null });
+    expect(placementPatch(m, null, false)).toBeNull();
+  });
+
+  it('a fresh attempt (Scheduling) that finds no host says NoReadyHosts once', () => {
+    const m = machine({ phase: 'placement_pending', reason: 'Scheduling', hostId: null, applied: null });
+    expect(placementPatch(m, null, false)).toMatchObject({ reason: 'NoReadyHosts' });
+  });
 });
 
 describe('backoffDelay: capped exponential', () => {
