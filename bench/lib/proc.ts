@@ -1,0 +1,51 @@
+/** Linux process statistics from /proc: resident memory and CPU time of another process. */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+let ticksPerSecond: number | undefined;
+
+function clockTicks(): number {
+  if (ticksPerSecond === undefined) {
+    try {
+      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      ticksPerSecond = 100;
+    }
+  }
+  return ticksPerSecond;
+}
+
+/** VmRSS of `pid` in KiB. */
+export function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+/** utime + stime of `pid` in milliseconds (resolution: one clock tick, usually 10 ms). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state); utime is field 14, stime field 15.
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return ((utime + stime) * 1000) / clockTicks();
+}
+
+/** CPU and wall time of a process over an interval. */
+export class CpuMeter {
+  private readonly startCpu: number;
+  private readonly startWall: number;
+  constructor(private readonly pid: number) {
+    this.startCpu = cpuMs(pid);
+    this.startWall = performance.now();
+  }
+  /** CPU milliseconds used since construction, and the share of one core. */
+  read(): { cpuMs: number; wallMs: number; cores: number } {
+    const used = cpuMs(this.pid) - this.startCpu;
+    const wall = performance.now() - this.startWall;
+    return { cpuMs: used, wallMs: wall, cores: wall > 0 ? used / wall : 0 };
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Lifecycle benchmark: mutations per second and latency of create / get /
+ * sleep / wake over HTTP against a real Hangar process (simulated runtime,
+ * embedded SQLite), driven by 1-2 load-generator processes with keep-alive
+ * connections. Runs once without and once with an Idempotency-Key on every
+ * mutation. Usage: node dist/bench/lifecycle/run.js [--quick] [--machines M]
+ * [--concurrency C] [--clients 1|2] [--sim-latency-ms L] [--idempotency off|on|both]
+ * [--cpu-prof DIR]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { flag, numberOption, option } from '../lib/args.js';
+import { countPhases, JsonClient } from '../lib/http.js';
+import { CpuMeter } from '../lib/proc.js';
+import { Worker } from '../lib/rpc.js';
+import { REPO_ROOT, startHangarProcess, type HangarProcess } from '../lib/server.js';
+import { concat, fmt, markdownTable, summarize, type Summary } from '../lib/stats.js';
+import { waitUntil } from '../lib/util.js';
+import type { Op, PhaseParams, PhaseResult } from './loadgen.js';
+
+const quick = flag('quick');
+const M = numberOption('machines', quick ? 500 : 5000);
+const C = numberOption('concurrency', 64);
+const CLIENTS = numberOption('clients', 1);
+const SIM_LATENCY = numberOption('sim-latency-ms', 1);
+const IDEM = option('idempotency') ?? 'both';
+const PROF_DIR = option('cpu-prof');
+const CONVERGE_TIMEOUT_MS = numberOption('converge-timeout-ms', 180_000);
+
+interface OpRow {
+  readonly op: Op;
+  readonly latency: Summary;
+  readonly opsPerSec: number;
+  readonly wallMs: number;
+  readonly errors: number;
+  readonly statuses: Record<string, number>;
+  /** Server CPU during the phase, in cores. */
+  readonly serverCores: number;
+  /** Load generators' CPU during the phase, in cores. */
+  readonly clientCores: number;
+  /** Time after the phase until every machine reached the target phase (ms), if waited for. */
+  readonly convergeMs?: number;
+}
+
+interface RunResult {
+  readonly idempotency: boolean;
+  readonly rows: OpRow[];
+  readonly mutationsPerSec: number;
+}
+
+async function phase(server: HangarProcess, workers: Worker[], op: Op, idempotency: boolean, ids: readonly string[]): Promise<{ row: OpRow; ids: string[] }> {
+  const meter = new CpuMeter(server.pid);
+  const t0 = performance.now();
+  const results = await Promise.all(
+    workers.map((w, k) => {
+      const params: PhaseParams =
+        op === 'create'
+          ? { op, count: Math.floor(M / workers.length) + (k < M % workers.length ? 1 : 0), concurrency: Math.ceil(C / workers.length), idempotency }
+          : { op, ids: ids.filter((_, i) => i % workers.length === k), concurrency: Math.ceil(C / workers.length), idempotency };
+      return w.call<PhaseResult>('phase', params);
+    }),
+  );
+  const wallMs = performance.now() - t0;
+  const server_ = meter.read();
+  const latencies = concat(results.map((r) => r.latencies));
+  const statuses: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  const errors = results.reduce((a, r) => a + r.errors, 0);
+  for (const r of results) for (const s of r.errorSamples) console.error(`  ${op} error: ${s}`);
+  const row: OpRow = {
+    op,
+    latency: summarize(latencies),
+    opsPerSec: (latencies.length / wallMs) * 1000,
+    wallMs,
+    errors,
+    statuses,
+    serverCores: server_.cores,
+    clientCores: results.reduce((a, r) => a + r.cpuMs, 0) / wallMs,
+  };
+  return { row, ids: results.flatMap((r) => r.ids) };
+}
+
+async function waitPhase(client: JsonClient, phaseName: string, n: number): Promise<number> {
+  return waitUntil(`${n} machines ${phaseName}`, async () => ((await countPhases(client)).get(phaseName) ?? 0) >= n, CONVERGE_TIMEOUT_MS, 200);
+}
+
+async function runOnce(idempotency: boolean): Promise<RunResult> {
+  const nodeArgs = PROF_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`];
+  const server = await startHangarProcess({ simLatencyMs: SIM_LATENCY, simHosts: '8x512/2097152/1000000', nodeArgs });
+  const workers = Array.from({ length: CLIENTS }, () => new Worker(join(REPO_ROOT, 'dist/bench/lifecycle/loadgen.js')));
+  const admin = new JsonClient(server.url, server.adminKey, 4);
+  try {
+    await Promise.all(workers.map((w) => w.call('init', { baseUrl: server.url, apiKey: server.adminKey, sockets: Math.ceil(C / CLIENTS) })));
+    console.log(`\n== lifecycle: ${M} machines, concurrency ${C}, ${CLIENTS} load process(es), sim latency ${SIM_LATENCY} ms, idempotency ${idempotency ? 'on' : 'off'}`);
+    const rows: OpRow[] = [];
+    const log = (r: OpRow) =>
+      console.log(
+        `  ${r.op.padEnd(6)} ${fmt(r.opsPerSec, 0).padStart(7)} ops/s  p50 ${fmt(r.latency.p50, 2)} ms  p99 ${fmt(r.latency.p99, 2)} ms  errors ${r.errors}  server ${fmt(r.serverCores, 2)} cores  client ${fmt(r.clientCores, 2)} cores${r.convergeMs === undefined ? '' : `  converged +${fmt(r.convergeMs / 1000, 1)} s`}`,
+      );
+
+    const created = await phase(server, workers, 'create', idempotency, []);
+    const ids = created.ids;
+    rows.push({ ...created.row, convergeMs: await waitPhase(admin, 'running', ids.length) });
+    log(rows.at(-1)!);
+
+    const got = await phase(server, workers, 'get', idempotency, ids);
+    rows.push(got.row);
+    log(got.row);
+
+    const slept = await phase(server, workers, 'sleep', idempotency, ids);
+    rows.push({ ...slept.row, convergeMs: await waitPhase(admin, 'sleeping', ids.length) });
+    log(rows.at(-1)!);
+
+    const woke = await phase(server, workers, 'wake', idempotency, ids);
+    rows.push({ ...woke.row, convergeMs: await waitPhase(admin, 'running', ids.length) });
+    log(rows.at(-1)!);
+
+    const muts = rows.filter((r) => r.op !== 'get');
+    const mutationsPerSec = (muts.reduce((a, r) => a + r.latency.count, 0) / muts.reduce((a, r) => a + r.wallMs, 0)) * 1000;
+    console.log(`  overall mutations/s (create+sleep+wake requests / their wall time): ${fmt(mutationsPerSec, 0)}`);
+    return { idempotency, rows, mutationsPerSec };
+  } finally {
+    admin.close();
+    await Promise.all(workers.map((w) => w.stop()));
+    await server.stop();
+  }
+}
+
+function report(results: RunResult[]): string {
+  const out: string[] = [];
+  for (const r of results) {
+    out.push(`Idempotency-Key on every mutation: ${r.idempotency ? 'yes' : 'no'}; overall ${fmt(r.mutationsPerSec, 0)} mutations/s (target 5,000)\n`);
+    out.push(
+      markdownTable(
+        ['op', 'count', 'ops/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server CPU (cores)', 'load-gen CPU (cores)', 'all converged after'],
+        r.rows.map((x) => [
+          x.op,
+          String(x.latency.count),
+          fmt(x.opsPerSec, 0),
+          fmt(x.latency.p50, 2),
+          fmt(x.latency.p99, 2),
+          fmt(x.latency.max, 1),
+          String(x.errors),
+          fmt(x.serverCores, 2),
+          fmt(x.clientCores, 2),
+          x.convergeMs === undefined ? '-' : `${fmt(x.convergeMs / 1000, 1)} s`,
+        ]),
+      ),
+    );
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+async function main(): Promise<void> {
+  const modes = IDEM === 'both' ? [false, true] : [IDEM === 'on'];
+  const results: RunResult[] = [];
+  for (const idem of modes) results.push(await runOnce(idem));
+  const md = report(results);
+  console.log(`\n${md}`);
+  const dir = join(REPO_ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  writeFileSync(join(dir, `lifecycle-${stamp}.json`), JSON.stringify({ machines: M, concurrency: C, clients: CLIENTS, simLatencyMs: SIM_LATENCY, results }, null, 2));
+  writeFileSync(join(dir, `lifecycle-${stamp}.md`), md);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,124 @@
+/**
+ * The two systems under test of the watch benchmark, behind one interface:
+ * Hangar's status stream (machines held unconverged in placement_pending) and
+ * the bare broadcaster. Each `start` is a fresh process.
+ */
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import { countPhases, JsonClient, type Lifecycle } from '../lib/http.js';
+import { REPO_ROOT, startHangarProcess, stopChild, track } from '../lib/server.js';
+import { readStream } from '../lib/sse-client.js';
+import { forEachLimit, sleep, waitUntil } from '../lib/util.js';
+
+export interface Target {
+  readonly name: string;
+  readonly pid: number;
+  readonly port: number;
+  /** Stream paths, one per topic (machine). */
+  readonly paths: readonly string[];
+  readonly authorization: string | undefined;
+  /** Makes one change to topic `i`; resolves with the revision it committed. */
+  change(i: number): Promise<number>;
+  /** Waits until the system has no work left that may still commit changes. */
+  settle(): Promise<void>;
+  /** Every revision of topic `i` the system committed (the authoritative sequence a watcher must see), or undefined: the revisions `change` returned. */
+  history(i: number): Promise<number[] | undefined>;
+  stop(): Promise<void>;
+}
+
+export interface TargetOptions {
+  readonly simLatencyMs: number;
+  readonly env: Readonly<Record<string, string>>;
+  readonly nodeArgs: readonly string[];
+}
+
+/** Hangar with one tiny host taken by a filler machine: every watched machine stays placement_pending (NoReadyHosts), so its stream stays open. */
+export async function startHangarTarget(topics: number, opts: TargetOptions): Promise<Target> {
+  const server = await startHangarProcess({ simLatencyMs: opts.simLatencyMs, simHosts: '1x1/1024/10', env: opts.env, nodeArgs: opts.nodeArgs });
+  const client = new JsonClient(server.url, server.adminKey, 32);
+  const size = { vcpu: 1, memory_mib: 1024, storage_gib: 10 };
+  const ids: string[] = new Array<string>(topics);
+  try {
+    await client.json('POST', '/v1/machines', size);
+    await waitUntil('the filler machine to run', async () => ((await countPhases(client)).get('running') ?? 0) === 1, 30_000, 50);
+    await forEachLimit(topics, 32, async (i) => {
+      ids[i] = (await client.json<Lifecycle>('POST', '/v1/machines', size)).machine_id;
+    });
+    await waitUntil(
+      `${topics} machines placement_pending/NoReadyHosts`,
+      async () => ((await countPhases(client)).get('placement_pending/NoReadyHosts') ?? 0) === topics,
+      180_000,
+      250,
+    );
+    await sleep(1000);
+  } catch (err) {
+    client.close();
+    await server.stop();
+    throw err;
+  }
+  // Unique autosleep values: every PATCH changes the machine, so each commits a revision.
+  let n = 1000;
+  const paths = ids.map((id) => `/v1/machines/${id}/status/stream`);
+  return {
+    name: 'hangar',
+    pid: server.pid,
+    port: server.port,
+    paths,
+    authorization: `Bearer ${server.adminKey}`,
+    change: async (i) => {
+      const m = await client.json<Lifecycle>('PATCH', `/v1/machines/${ids[i]}`, { autosleep: `${n++}s` });
+      return Number(m.status.revision);
+    },
+    settle: async () => {
+      // The reconciler follows each PATCH with a commit of its own (reason Updated -> NoReadyHosts); wait for an empty queue twice.
+      let zeros = 0;
+      await waitUntil(
+        'the reconcile queue to drain',
+        async () => {
+          const text = (await client.send('GET', '/metrics')).body;
+          const m = /^hangar_reconcile_queue_length (\d+)/m.exec(text);
+          zeros = m !== null && m[1] === '0' ? zeros + 1 : 0;
+          return zeros >= 2;
+        },
+        120_000,
+        100,
+      );
+    },
+    history: async (i) => {
+      // The event log, replayed from the start with Last-Event-ID: 0, up to the machine's current revision.
+      const current = Number((await client.json<Lifecycle>('GET', `/v1/machines/${ids[i]}`)).status.revision);
+      const events = await readStream(server.port, paths[i]!, { authorization: `Bearer ${server.adminKey}`, 'last-event-id': '0' }, (e) => e.event === 'status' && Number(e.id) >= current, 30_000);
+      if (events.some((e) => e.event === 'compacted')) throw new Error(`${ids[i]}: the event log was compacted; history unknown`);
+      return events.filter((e) => e.event === 'status').map((e) => Number(e.id));
+    },
+    stop: async () => {
+      client.close();
+      await server.stop();
+    },
+  };
+}
+
+export async function startBareTarget(topics: number, opts: TargetOptions): Promise<Target> {
+  const child = fork(join(REPO_ROOT, 'dist/bench/watch/bare-broadcaster.js'), ['0'], { execArgv: [...opts.nodeArgs], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  track(child);
+  const port = await new Promise<number>((ok, fail) => {
+    child.once('message', (m: { port: number }) => ok(m.port));
+    child.once('exit', (code) => fail(new Error(`bare broadcaster exited with ${code}`)));
+  });
+  const client = new JsonClient(`http://127.0.0.1:${port}`, undefined, 32);
+  const paths = Array.from({ length: topics }, (_, i) => `/topics/${i}/stream`);
+  return {
+    name: 'bare',
+    pid: child.pid ?? -1,
+    port,
+    paths,
+    authorization: undefined,
+    change: async (i) => Number((await client.json<{ revision: string }>('POST', `/topics/${i}/change`)).revision),
+    settle: async () => {},
+    history: async () => undefined,
+    stop: async () => {
+      client.close();
+      await stopChild(child, 2000);
+    },
+  };
+}
