@@ -13,6 +13,7 @@ import type { CreateExecutionRequest, ExecutionParams } from '../execution-schem
 import * as E from '../execution-schemas.js';
 import type { ListQuery, MachineParams } from '../schemas.js';
 import * as S from '../schemas.js';
+import { decodeCursor, encodeCursor, pageLimit } from '../pagination.js';
 import { loadMachine } from './machines.js';
 
 export interface ExecutionRoutesDeps {
@@ -22,27 +23,7 @@ export interface ExecutionRoutesDeps {
 }
 
 const TAGS = ['Machine Lifecycle', 'Machine Executions'];
-const DEFAULT_PAGE = 50;
-const MAX_PAGE = 500;
 
-// Cursors are opaque to clients; a prefix keeps one kind from being taken for the other.
-function encodeCursor(kind: 'ex' | 'seq', value: string): string {
-  return Buffer.from(`${kind}:${value}`, 'utf8').toString('base64url');
-}
-
-function decodeCursor(kind: 'ex' | 'seq', cursor: string | undefined, valid: RegExp): string | null {
-  if (cursor === undefined || cursor === '') return null;
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const value = text.startsWith(`${kind}:`) ? text.slice(kind.length + 1) : '';
-  if (!valid.test(value)) throw invalidArgument({ 'query.cursor': 'is not a cursor this server issued' });
-  return value;
-}
-
-function pageLimit(limit: number | undefined): number {
-  const n = limit ?? DEFAULT_PAGE;
-  if (n < 1 || n > MAX_PAGE) throw invalidArgument({ 'query.limit': `must be between 1 and ${MAX_PAGE}` });
-  return n;
-}
 
 export function registerExecutionRoutes(app: FastifyInstance, deps: ExecutionRoutesDeps): void {
   const { store, service } = deps;

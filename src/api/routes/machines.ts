@@ -14,6 +14,7 @@ import type { Machine, Sizes } from '../../domain/types.js';
 import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
 import type { Store, TxReader } from '../../store/store.js';
 import { authOf } from '../auth.js';
+import { decodeCursor, encodeCursor, pageLimit } from '../pagination.js';
 import type { CreateMachineRequest, ListQuery, MachineParams, UpdateMachineRequest } from '../schemas.js';
 import * as S from '../schemas.js';
 
@@ -26,8 +27,6 @@ export interface MachineRoutesDeps {
 }
 
 const TAGS = ['Machine Lifecycle'];
-const DEFAULT_PAGE = 50;
-const MAX_PAGE = 500;
 
 const lifecycleResponses = { 200: S.LifecycleResponse, 202: S.LifecycleResponse, ...S.errorResponses };
 
@@ -73,16 +72,6 @@ function sendMachine(reply: FastifyReply, m: Machine, status: 200 | 202): Fastif
   return reply.code(status).header('etag', etagOf(m)).send(toLifecycleResponse(m));
 }
 
-function encodeCursor(machineId: string): string {
-  return Buffer.from(machineId, 'utf8').toString('base64url');
-}
-
-function decodeCursor(cursor: string): string {
-  const id = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!/^dm-[0-9a-f-]{36}$/.test(id)) throw invalidArgument({ 'query.cursor': 'is not a cursor this server issued' });
-  return id;
-}
-
 /** Whether new sizes fit where the machine is (its host), or anywhere when unplaced. */
 async function checkCapacity(tx: TxReader, m: Machine, next: Sizes): Promise<void> {
   const hosts = await tx.hosts();
@@ -109,13 +98,12 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
     '/v1/machines',
     { schema: { operationId: 'listMachines', summary: 'List machines', tags: TAGS, querystring: S.ListQuery, response: { 200: S.MachineListResponse, ...S.errorResponses } } },
     async (request) => {
-      const limit = request.query.limit ?? DEFAULT_PAGE;
-      if (limit < 1 || limit > MAX_PAGE) throw invalidArgument({ 'query.limit': `must be between 1 and ${MAX_PAGE}` });
-      const after = request.query.cursor === undefined || request.query.cursor === '' ? null : decodeCursor(request.query.cursor);
+      const limit = pageLimit(request.query.limit);
+      const after = decodeCursor('dm', request.query.cursor, /^dm-[0-9a-f-]{36}$/);
       const page = await store.listMachines(authOf(request).orgId, after, limit);
       const items = page.machines.map(toMachineListItem);
       const last = page.machines[page.machines.length - 1];
-      return page.hasMore && last !== undefined ? { items, next_cursor: encodeCursor(last.machineId) } : { items };
+      return page.hasMore && last !== undefined ? { items, next_cursor: encodeCursor('dm', last.machineId) } : { items };
     },
   );
 
