@@ -175,9 +175,11 @@ export class Reconciler {
   async reconcile(machineId: string): Promise<void> {
     if (!this.running) return;
     const m = await this.opts.store.getMachine(machineId);
-    if (m === undefined || m.phase === 'destroyed') return;
-    // Another replica drives it; its own feed and timers bring it there.
-    if (this.opts.leases !== undefined && !(await this.opts.leases.claim(machineId))) return;
+    // Another replica drives it (its own feed and timers bring it there), or there is nothing left to drive.
+    if (m === undefined || m.phase === 'destroyed' || (this.opts.leases !== undefined && !(await this.opts.leases.claim(machineId)))) {
+      this.toInspect.delete(machineId);
+      return;
+    }
     const now = this.clock();
     if (this.toInspect.delete(machineId) && (await this.checkSandbox(m))) return;
     const step = planStep(m, now);
