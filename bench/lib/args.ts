@@ -27,6 +27,8 @@ export function numberOption(name: string, fallback: number): number {
 export function listOption(name: string, fallback: readonly number[]): number[] {
   const raw = option(name);
   if (raw === undefined) return [...fallback];
+  // `--b-sizes ''` or `--b-sizes none`: no case of that kind.
+  if (raw.trim() === '' || raw.trim() === 'none') return [];
   return raw.split(',').map((s) => {
     const n = Number(s.trim());
     if (!Number.isInteger(n) || n < 0) throw new Error(`--${name}: "${s}" is not a count`);

@@ -82,3 +82,22 @@ export async function countPhases(client: JsonClient): Promise<Map<string, numbe
   }
   return counts;
 }
+
+/** One request on a new connection (no keep-alive): with `serve --replicas`, successive calls reach successive replicas. */
+export function sendFresh(baseUrl: string, apiKey: string | undefined, method: string, path: string): Promise<Response> {
+  const u = new URL(baseUrl);
+  const headers: Record<string, string> = { accept: '*/*', connection: 'close' };
+  if (apiKey !== undefined) headers.authorization = `Bearer ${apiKey}`;
+  const start = performance.now();
+  return new Promise((ok, fail) => {
+    const req = request({ host: u.hostname, port: Number(u.port), method, path, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }));
+      res.on('error', fail);
+    });
+    req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)));
+    req.on('error', fail);
+    req.end();
+  });
+}

@@ -1,6 +1,6 @@
 /** Linux process statistics from /proc: resident memory and CPU time of another process. */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 let ticksPerSecond: number | undefined;
 
@@ -48,4 +48,42 @@ export class CpuMeter {
     const wall = performance.now() - this.startWall;
     return { cpuMs: used, wallMs: wall, cores: wall > 0 ? used / wall : 0 };
   }
+}
+
+/** Direct children of `pid` (from /proc/<pid>/task/<tid>/children), e.g. the replica workers of a node:cluster primary. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      for (const s of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (s !== '') out.push(Number(s));
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+/** Number of open file descriptors of `pid` (sockets included); -1 if unreadable. */
+export function openFds(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
+}
+
+/** Sum of VmRSS (KiB) over several processes. */
+export function sumRssKiB(pids: readonly number[]): number {
+  return pids.reduce((a, p) => a + rssKiB(p), 0);
+}
+
+/** Sum of utime + stime (ms) over several processes. */
+export function sumCpuMs(pids: readonly number[]): number {
+  return pids.reduce((a, p) => a + cpuMs(p), 0);
 }

@@ -5,10 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { childPids } from './proc.js';
 import { sleep, waitUntil } from './util.js';
 
 /** dist/bench/lib -> repository root. */
@@ -36,6 +38,10 @@ export interface ServerProcess {
 export interface HangarProcess extends ServerProcess {
   readonly adminKey: string;
   readonly dataDir: string;
+  /** 1, or N with `serve --replicas N`. */
+  readonly replicas: number;
+  /** The processes that serve requests: [pid], or the replica workers (children of the cluster primary at `pid`). */
+  servingPids(): number[];
 }
 
 export interface HangarOptions {
@@ -46,6 +52,10 @@ export interface HangarOptions {
   /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/prof']. */
   readonly nodeArgs?: readonly string[];
   readonly startTimeoutMs?: number;
+  /** PostgreSQL URL (HANGAR_DATABASE_URL); without it the embedded SQLite store. */
+  readonly databaseUrl?: string;
+  /** `serve --replicas N` (node:cluster, PostgreSQL only). */
+  readonly replicas?: number;
 }
 
 const children = new Set<ChildProcess>();
@@ -75,14 +85,17 @@ export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<vo
   }
 }
 
+/** GET /healthz on a new connection (no keep-alive: with replicas, each connection may reach another one). */
 async function healthy(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/healthz`);
-    await res.arrayBuffer();
-    return res.ok;
-  } catch {
-    return false;
-  }
+  return new Promise((ok) => {
+    const req = httpGet(`${url}/healthz`, { agent: false, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => ok(res.statusCode === 200));
+      res.on('error', () => ok(false));
+    });
+    req.setTimeout(5000, () => req.destroy());
+    req.on('error', () => ok(false));
+  });
 }
 
 export async function startHangarProcess(opts: HangarOptions = {}): Promise<HangarProcess> {
@@ -97,9 +110,12 @@ export async function startHangarProcess(opts: HangarOptions = {}): Promise<Hang
     HANGAR_SIM_LATENCY_MS: String(opts.simLatencyMs ?? 1),
     HANGAR_SIM_HOSTS: opts.simHosts ?? '8x512/2097152/1000000',
     HANGAR_LOG_LEVEL: 'warn',
+    ...(opts.databaseUrl !== undefined ? { HANGAR_DATABASE_URL: opts.databaseUrl } : {}),
     ...opts.env,
   };
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), join(REPO_ROOT, 'dist/src/cli/main.js'), 'serve'], {
+  const replicas = opts.replicas ?? 1;
+  const serveArgs = replicas > 1 ? ['serve', '--replicas', String(replicas)] : ['serve'];
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), join(REPO_ROOT, 'dist/src/cli/main.js'), ...serveArgs], {
     env,
     stdio: ['ignore', 'inherit', 'pipe'],
   });
@@ -111,8 +127,24 @@ export async function startHangarProcess(opts: HangarOptions = {}): Promise<Hang
   });
   const url = `http://127.0.0.1:${port}`;
   const keyFile = join(dataDir, 'admin.key');
+  // Replica workers seen while running: killed by pid if they outlive the primary.
+  const workers = new Set<number>();
+  const servingPids = (): number[] => {
+    if (replicas <= 1 || child.pid === undefined) return child.pid === undefined ? [] : [child.pid];
+    const pids = childPids(child.pid);
+    for (const p of pids) workers.add(p);
+    return pids;
+  };
   const stop = async () => {
-    await stopChild(child);
+    if (replicas > 1) servingPids();
+    await stopChild(child, replicas > 1 ? 15_000 : 5000);
+    for (const p of workers) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // Already gone (the primary stopped it).
+      }
+    }
     rmSync(dataDir, { recursive: true, force: true });
   };
   try {
@@ -120,7 +152,11 @@ export async function startHangarProcess(opts: HangarOptions = {}): Promise<Hang
       'Hangar to start',
       async () => {
         if (child.exitCode !== null) throw new Error(`hangar exited with ${child.exitCode}: ${stderr}`);
-        return existsSync(keyFile) && (await healthy(url));
+        if (replicas > 1 && servingPids().length < replicas) return false;
+        if (!existsSync(keyFile)) return false;
+        // Each new connection goes to the next replica: ask as many times as there are replicas.
+        for (let r = 0; r < replicas; r++) if (!(await healthy(url))) return false;
+        return true;
       },
       opts.startTimeoutMs ?? 30_000,
       50,
@@ -131,5 +167,5 @@ export async function startHangarProcess(opts: HangarOptions = {}): Promise<Hang
   }
   const adminKey = readFileSync(keyFile, 'utf8').trim();
   if (child.pid === undefined) throw new Error('hangar has no pid');
-  return { pid: child.pid, url, port, adminKey, dataDir, stop };
+  return { pid: child.pid, url, port, adminKey, dataDir, replicas, servingPids, stop };
 }

@@ -35,8 +35,9 @@ export class SseConnection {
   private data = '';
   private closed = false;
 
-  constructor(port: number, request: string, private readonly h: SseHandlers) {
-    this.socket = connect({ host: '127.0.0.1', port });
+  /** `localAddress`: source address on the loopback (127.0.0.x), to get past the ~28k ephemeral ports per destination. */
+  constructor(port: number, request: string, private readonly h: SseHandlers, localAddress?: string) {
+    this.socket = connect(localAddress === undefined ? { host: '127.0.0.1', port } : { host: '127.0.0.1', port, localAddress });
     this.socket.setNoDelay(true);
     this.socket.on('connect', () => this.socket.write(request));
     this.socket.on('data', (b: Buffer) => this.onData(b));

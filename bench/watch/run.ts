@@ -8,12 +8,18 @@
  * event, and missing events per watcher (must be 0).
  * Usage: node dist/bench/watch/run.js [--quick] [--a-sizes 1000,5000,10000,19000]
  *   [--b-sizes 1000,5000] [--a-rate 4] [--b-rate 200] [--duration 10]
- *   [--targets hangar,bare] [--per-client 9500] [--cpu-prof DIR] [--report saved.json]
+ *   [--targets hangar,bare] [--per-client 9500] [--cpu-prof DIR] [--report saved.json[,more.json]]
+ *   [--store sqlite|postgres] [--replicas 2] [--database-url postgres://postgres@127.0.0.1:5432/test]
+ *   [--change-connections 32]  (1: every change made on one replica)
+ * With --store postgres (or target `hangar-pg`), each Hangar case runs `serve --replicas N` on a fresh
+ * database hangar_bench_<random> created on that server (dropped afterwards); RSS and CPU are summed over
+ * the replica workers.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, listOption, numberOption, option } from '../lib/args.js';
-import { cpuMs, rssKiB } from '../lib/proc.js';
+import { DEFAULT_PG_URL } from '../lib/pg.js';
+import { cpuMs, openFds, rssKiB, sumCpuMs, sumRssKiB } from '../lib/proc.js';
 import { Worker } from '../lib/rpc.js';
 import { REPO_ROOT } from '../lib/server.js';
 import { concat, fmt, markdownTable, summarize, type Summary } from '../lib/stats.js';
@@ -33,9 +39,34 @@ const PROF_DIR = option('cpu-prof');
 const DRAIN_TIMEOUT_MS = numberOption('drain-timeout-ms', 15_000);
 const CONNECT_TIMEOUT_MS = numberOption('connect-timeout-ms', 120_000);
 const SIM_LATENCY = numberOption('sim-latency-ms', 1);
+const STORE = option('store') ?? 'sqlite';
+if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error(`--store: "${STORE}" must be sqlite or postgres`);
+const REPLICAS = numberOption('replicas', STORE === 'postgres' ? 2 : 1);
+if (REPLICAS > 1 && STORE !== 'postgres') throw new Error('--replicas needs --store postgres');
+const DATABASE_URL = option('database-url') ?? DEFAULT_PG_URL;
+/** Keep-alive connections for the changes (Hangar); 1 pins every change to one replica. */
+const CHANGE_CONNECTIONS = numberOption('change-connections', 32);
+/** Above this many watchers, client process c connects from 127.0.0.<2+c>: one source address has only ~28k ephemeral ports towards 127.0.0.1:<port>. */
+const SPREAD_SOURCE_ABOVE = 20_000;
+
+interface ProcessShare {
+  readonly pid: number;
+  /** Open file descriptors with all watchers connected (watchers on this process + ~50). */
+  readonly fds: number;
+  readonly rssIdleKiB: number;
+  readonly rssConnectedKiB: number;
+  readonly rssAfterKiB: number;
+  readonly cpuMs: number;
+}
 
 interface CaseResult {
   readonly target: string;
+  readonly store?: 'sqlite' | 'postgres';
+  /** Serving processes measured (Hangar replicas); RSS and CPU below are their sums. */
+  readonly processes?: number;
+  readonly perProcess?: ProcessShare[];
+  /** CPU of the cluster primary during the change phase (not included in cpuMs). */
+  readonly primaryCpuMs?: number;
   readonly scenario: 'a' | 'b';
   readonly watchers: number;
   readonly topics: number;
@@ -62,21 +93,27 @@ interface CaseResult {
 
 async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Promise<CaseResult> {
   const topics = scenario === 'a' ? 1 : n;
+  const pgMode = targetName === 'hangar-pg' || (targetName === 'hangar' && STORE === 'postgres');
   const opts: TargetOptions = {
     simLatencyMs: SIM_LATENCY,
     env: {},
     nodeArgs: PROF_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`],
+    changeConnections: CHANGE_CONNECTIONS,
+    ...(pgMode ? { store: 'postgres' as const, replicas: Math.max(REPLICAS, 1), databaseUrl: DATABASE_URL } : {}),
   };
   console.log(`\n== ${targetName} scenario ${scenario}: ${n} watchers on ${topics} topic(s)`);
   const setup0 = performance.now();
-  const target: Target = targetName === 'hangar' ? await startHangarTarget(topics, opts) : await startBareTarget(topics, opts);
+  const target: Target = targetName.startsWith('hangar') ? await startHangarTarget(topics, opts) : await startBareTarget(topics, opts);
   const clients: Worker[] = [];
   try {
-    console.log(`  setup ${fmt((performance.now() - setup0) / 1000, 1)} s`);
+    const pids = target.servingPids();
+    const multi = pids.length > 1 || pids[0] !== target.pid;
+    console.log(`  setup ${fmt((performance.now() - setup0) / 1000, 1)} s${multi ? `; serving processes ${pids.join(', ')} (primary ${target.pid})` : ''}`);
     // Warm-up (JIT) of the change path before anyone watches; not measured.
     for (let j = 0; j < 20; j++) await target.change(j % topics);
     await target.settle();
-    const rssIdleKiB = rssKiB(target.pid);
+    const idleEach = pids.map((p) => rssKiB(p));
+    const rssIdleKiB = sumRssKiB(pids);
     const nClients = Math.max(1, Math.ceil(n / PER_CLIENT));
     for (let c = 0; c < nClients; c++) clients.push(new Worker(join(REPO_ROOT, 'dist/bench/watch/watcher-client.js')));
     // Watcher k watches topic k % topics; client c gets watchers c, c + nClients, ...
@@ -91,6 +128,7 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
           authorization: target.authorization,
           concurrency: 128,
           timeoutMs: CONNECT_TIMEOUT_MS,
+          ...(n > SPREAD_SOURCE_ABOVE ? { localAddress: `127.0.0.${2 + c}` } : {}),
         });
       }),
     );
@@ -99,13 +137,18 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
     for (const r of connects) for (const f of r.failures) console.error(`  connect failure: ${f}`);
     console.log(`  connected ${connected}/${n} in ${fmt(connectMs / 1000, 2)} s`);
     await sleep(1000);
-    const rssConnectedKiB = rssKiB(target.pid);
+    const connectedEach = pids.map((p) => rssKiB(p));
+    const fdsEach = pids.map((p) => openFds(p));
+    const rssConnectedKiB = sumRssKiB(pids);
+    if (multi) console.log(`  per process: ${pids.map((p, i) => `pid ${p}: ${fdsEach[i]} fds, RSS ${fmt(idleEach[i]! / 1024)} -> ${fmt(connectedEach[i]! / 1024)} MiB`).join('; ')}`);
 
     // Changes at a fixed rate (bounded in flight), round-robin over the topics.
     const rate = scenario === 'a' ? A_RATE : B_RATE;
     const total = Math.max(1, Math.round(rate * DURATION_S));
     const expected: number[][] = Array.from({ length: topics }, () => []);
-    const cpu0 = cpuMs(target.pid);
+    const cpu0Each = pids.map((p) => cpuMs(p));
+    const cpu0 = cpu0Each.reduce((a, b) => a + b, 0);
+    const primaryCpu0 = multi ? cpuMs(target.pid) : 0;
     const t0 = performance.now();
     let inFlight = 0;
     let failures = 0;
@@ -151,8 +194,18 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
       DRAIN_TIMEOUT_MS + 120_000,
       50,
     );
-    const usedCpuMs = cpuMs(target.pid) - cpu0;
-    const rssAfterKiB = rssKiB(target.pid);
+    const usedCpuMs = sumCpuMs(pids) - cpu0;
+    const primaryCpuMs = multi ? cpuMs(target.pid) - primaryCpu0 : undefined;
+    const afterEach = pids.map((p) => rssKiB(p));
+    const rssAfterKiB = afterEach.reduce((a, b) => a + b, 0);
+    const perProcess: ProcessShare[] = pids.map((pid, i) => ({
+      pid,
+      fds: fdsEach[i]!,
+      rssIdleKiB: idleEach[i]!,
+      rssConnectedKiB: connectedEach[i]!,
+      rssAfterKiB: afterEach[i]!,
+      cpuMs: cpuMs(pid) - cpu0Each[i]!,
+    }));
     // What each watcher must see: the system's own record of every commit (Hangar: its event log), which must include every change we made.
     let notInLog = 0;
     const histories: number[][] = new Array<number[]>(topics);
@@ -173,7 +226,11 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
     const closeReasons: Record<string, number> = {};
     for (const r of fin) for (const [k, v] of Object.entries(r.closeReasons)) closeReasons[k] = (closeReasons[k] ?? 0) + v;
     const result: CaseResult = {
-      target: targetName,
+      target: target.name,
+      store: pgMode ? 'postgres' : targetName === 'bare' ? undefined : 'sqlite',
+      processes: pids.length,
+      perProcess,
+      ...(primaryCpuMs !== undefined ? { primaryCpuMs } : {}),
       scenario,
       watchers: n,
       topics,
@@ -202,6 +259,11 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
         `RSS ${fmt(rssIdleKiB / 1024)} -> ${fmt(rssConnectedKiB / 1024)} -> ${fmt(rssAfterKiB / 1024)} MiB (${fmt(result.rssPerWatcherKiB, 2)} KiB/watcher); ` +
         `CPU ${fmt(usedCpuMs, 0)} ms (${fmt(result.cpuUsPerEvent, 2)} us/event); missing ${result.missing} extra ${result.extra} out-of-order ${result.outOfOrder} closed ${result.closedEarly}`,
     );
+    if (multi) {
+      console.log(
+        `  per process: ${perProcess.map((q) => `pid ${q.pid}: ${q.fds} fds, RSS ${fmt(q.rssIdleKiB / 1024)} -> ${fmt(q.rssConnectedKiB / 1024)} -> ${fmt(q.rssAfterKiB / 1024)} MiB, CPU ${fmt(q.cpuMs, 0)} ms`).join('; ')}; primary CPU ${fmt(primaryCpuMs ?? 0, 0)} ms`,
+      );
+    }
     return result;
   } finally {
     await Promise.all(clients.map((w) => w.stop()));
@@ -232,22 +294,37 @@ function report(results: readonly CaseResult[]): string {
     rows,
   );
   const ratios: string[] = [];
-  for (const h of results.filter((r) => r.target === 'hangar')) {
-    const b = results.find((r) => r.target === 'bare' && r.scenario === h.scenario && r.watchers === h.watchers);
+  for (const h of results.filter((r) => r.target.startsWith('hangar'))) {
+    // The bare broadcaster at the same N, or (N beyond one process, e.g. replicas) the largest N it ran.
+    let b = results.find((r) => r.target === 'bare' && r.scenario === h.scenario && r.watchers === h.watchers);
+    let note = '';
+    if (b === undefined) {
+      const same = results.filter((r) => r.target === 'bare' && r.scenario === h.scenario).sort((x, y) => y.watchers - x.watchers);
+      b = same[0];
+      if (b !== undefined) note = ` (bare at N=${b.watchers}, one process)`;
+    }
     if (b === undefined) continue;
     ratios.push(
-      `- (${h.scenario}) N=${h.watchers}: p99 ${fmt(h.latency.p99, 1)} vs ${fmt(b.latency.p99, 1)} ms = ${fmt(h.latency.p99 / Math.max(b.latency.p99, 1), 2)}x (target <= 1.25x); ` +
+      `- ${h.target} (${h.scenario}) N=${h.watchers}: p99 ${fmt(h.latency.p99, 1)} vs ${fmt(b.latency.p99, 1)} ms${note} = ${fmt(h.latency.p99 / Math.max(b.latency.p99, 1), 2)}x (target <= 1.25x); ` +
         `RSS/watcher ${fmt(h.rssPerWatcherKiB, 2)} vs ${fmt(b.rssPerWatcherKiB, 2)} KiB; CPU/event ${fmt(h.cpuUsPerEvent, 2)} vs ${fmt(b.cpuUsPerEvent, 2)} us`,
     );
   }
-  return `${table}\n\nHangar vs bare:\n${ratios.join('\n')}\n`;
+  const shares: string[] = [];
+  for (const r of results) {
+    if ((r.processes ?? 1) <= 1 || r.perProcess === undefined) continue;
+    shares.push(
+      `- ${r.target} (${r.scenario}) N=${r.watchers}: ${r.perProcess.map((q, i) => `replica ${i}: ${q.fds} fds, RSS ${fmt(q.rssIdleKiB / 1024, 0)} -> ${fmt(q.rssConnectedKiB / 1024, 0)} -> ${fmt(q.rssAfterKiB / 1024, 0)} MiB, CPU ${fmt(q.cpuMs / 1000, 1)} s`).join('; ')}; primary CPU ${fmt((r.primaryCpuMs ?? 0) / 1000, 2)} s`,
+    );
+  }
+  return `${table}\n\nHangar vs bare:\n${ratios.join('\n')}\n${shares.length > 0 ? `\nPer replica (fds = watchers on it + ~50; RSS idle -> connected -> after changes):\n${shares.join('\n')}\n` : ''}`;
 }
 
 async function main(): Promise<void> {
   const saved = option('report');
   if (saved !== undefined) {
     // Re-renders the tables of a saved run: --report bench/results/watch-<stamp>.json
-    console.log(report((JSON.parse(readFileSync(saved, 'utf8')) as { results: CaseResult[] }).results));
+    // Several files (comma-separated) are rendered as one table, in the order given.
+    console.log(report(saved.split(',').flatMap((f) => (JSON.parse(readFileSync(f.trim(), 'utf8')) as { results: CaseResult[] }).results)));
     return;
   }
   const results: CaseResult[] = [];
@@ -266,7 +343,7 @@ async function main(): Promise<void> {
   const dir = join(REPO_ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(join(dir, `watch-${stamp}.json`), JSON.stringify({ aRate: A_RATE, bRate: B_RATE, durationS: DURATION_S, results }, null, 2));
+  writeFileSync(join(dir, `watch-${stamp}.json`), JSON.stringify({ aRate: A_RATE, bRate: B_RATE, durationS: DURATION_S, store: STORE, replicas: REPLICAS, changeConnections: CHANGE_CONNECTIONS, perClient: PER_CLIENT, results }, null, 2));
   writeFileSync(join(dir, `watch-${stamp}.md`), md);
 }
 

@@ -5,14 +5,18 @@
  */
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
-import { countPhases, JsonClient, type Lifecycle } from '../lib/http.js';
+import { countPhases, JsonClient, sendFresh, type Lifecycle } from '../lib/http.js';
+import { createBenchDatabase, type BenchDatabase } from '../lib/pg.js';
 import { REPO_ROOT, startHangarProcess, stopChild, track } from '../lib/server.js';
 import { readStream } from '../lib/sse-client.js';
 import { forEachLimit, sleep, waitUntil } from '../lib/util.js';
 
 export interface Target {
   readonly name: string;
+  /** The process started (for Hangar with replicas: the cluster primary). */
   readonly pid: number;
+  /** The processes that hold the watchers and whose RSS/CPU is measured (summed): [pid], or the replica workers. */
+  servingPids(): number[];
   readonly port: number;
   /** Stream paths, one per topic (machine). */
   readonly paths: readonly string[];
@@ -30,12 +34,53 @@ export interface TargetOptions {
   readonly simLatencyMs: number;
   readonly env: Readonly<Record<string, string>>;
   readonly nodeArgs: readonly string[];
+  /** Hangar only: 'postgres' runs on a fresh database created on the server of `databaseUrl`. */
+  readonly store?: 'sqlite' | 'postgres';
+  /** Hangar only: `serve --replicas N` (PostgreSQL). */
+  readonly replicas?: number;
+  /** Hangar only: keep-alive connections the changes (PATCHes) are sent over; default 32. */
+  readonly changeConnections?: number;
+  /** Maintenance URL of the PostgreSQL server (a database to connect to for create/drop database). */
+  readonly databaseUrl?: string;
 }
 
 /** Hangar with one tiny host taken by a filler machine: every watched machine stays placement_pending (NoReadyHosts), so its stream stays open. */
 export async function startHangarTarget(topics: number, opts: TargetOptions): Promise<Target> {
-  const server = await startHangarProcess({ simLatencyMs: opts.simLatencyMs, simHosts: '1x1/1024/10', env: opts.env, nodeArgs: opts.nodeArgs });
+  const replicas = opts.replicas ?? 1;
+  let db: BenchDatabase | undefined;
+  if (opts.store === 'postgres') {
+    db = await createBenchDatabase(opts.databaseUrl);
+    console.log(`  database ${db.name}`);
+  }
+  let server: Awaited<ReturnType<typeof startHangarProcess>>;
+  try {
+    server = await startHangarProcess({
+      simLatencyMs: opts.simLatencyMs,
+      simHosts: '1x1/1024/10',
+      env: opts.env,
+      nodeArgs: opts.nodeArgs,
+      ...(db !== undefined ? { databaseUrl: db.url } : {}),
+      replicas,
+      startTimeoutMs: 60_000,
+    });
+  } catch (err) {
+    await db?.drop();
+    throw err;
+  }
+  const stopServer = async () => {
+    try {
+      await server.stop();
+    } finally {
+      await db?.drop();
+    }
+  };
   const client = new JsonClient(server.url, server.adminKey, 32);
+  // Changes go over `changeConnections` keep-alive connections (default 32, the pool of the SQLite mode). With
+  // replicas and 1 connection, every change is made on one replica, and the watchers on the other(s) get every
+  // frame through LISTEN/NOTIFY + an event-log read; with 32 the changes land on both (each frame still reaches
+  // the watchers of the other replica that way).
+  const changeConnections = opts.changeConnections ?? 32;
+  const changer = changeConnections !== 32 ? new JsonClient(server.url, server.adminKey, changeConnections) : client;
   const size = { vcpu: 1, memory_mib: 1024, storage_gib: 10 };
   const ids: string[] = new Array<string>(topics);
   try {
@@ -53,31 +98,39 @@ export async function startHangarTarget(topics: number, opts: TargetOptions): Pr
     await sleep(1000);
   } catch (err) {
     client.close();
-    await server.stop();
+    changer.close();
+    await stopServer();
     throw err;
   }
   // Unique autosleep values: every PATCH changes the machine, so each commits a revision.
   let n = 1000;
   const paths = ids.map((id) => `/v1/machines/${id}/status/stream`);
   return {
-    name: 'hangar',
+    name: db === undefined ? 'hangar' : `hangar-pg x${replicas}${changeConnections === 1 ? ' (changes on 1 replica)' : ''}`,
     pid: server.pid,
+    servingPids: () => server.servingPids(),
     port: server.port,
     paths,
     authorization: `Bearer ${server.adminKey}`,
     change: async (i) => {
-      const m = await client.json<Lifecycle>('PATCH', `/v1/machines/${ids[i]}`, { autosleep: `${n++}s` });
+      const m = await changer.json<Lifecycle>('PATCH', `/v1/machines/${ids[i]}`, { autosleep: `${n++}s` });
       return Number(m.status.revision);
     },
     settle: async () => {
-      // The reconciler follows each PATCH with a commit of its own (reason Updated -> NoReadyHosts); wait for an empty queue twice.
+      // The reconciler looks at each PATCHed machine; wait for an empty queue twice. With replicas, each replica's
+      // queue: 2 x replicas requests on new connections (the cluster primary hands them out round-robin).
       let zeros = 0;
+      const queueEmpty = async (): Promise<boolean> => {
+        const text = replicas > 1 ? (await sendFresh(server.url, server.adminKey, 'GET', '/metrics')).body : (await client.send('GET', '/metrics')).body;
+        const m = /^hangar_reconcile_queue_length (\d+)/m.exec(text);
+        return m !== null && m[1] === '0';
+      };
       await waitUntil(
         'the reconcile queue to drain',
         async () => {
-          const text = (await client.send('GET', '/metrics')).body;
-          const m = /^hangar_reconcile_queue_length (\d+)/m.exec(text);
-          zeros = m !== null && m[1] === '0' ? zeros + 1 : 0;
+          let all = true;
+          for (let r = 0; r < (replicas > 1 ? 2 * replicas : 1); r++) if (!(await queueEmpty())) all = false;
+          zeros = all ? zeros + 1 : 0;
           return zeros >= 2;
         },
         120_000,
@@ -93,7 +146,8 @@ export async function startHangarTarget(topics: number, opts: TargetOptions): Pr
     },
     stop: async () => {
       client.close();
-      await server.stop();
+      changer.close();
+      await stopServer();
     },
   };
 }
@@ -110,6 +164,7 @@ export async function startBareTarget(topics: number, opts: TargetOptions): Prom
   return {
     name: 'bare',
     pid: child.pid ?? -1,
+    servingPids: () => (child.pid === undefined ? [] : [child.pid]),
     port,
     paths,
     authorization: undefined,

@@ -15,6 +15,8 @@ export interface ConnectParams {
   readonly authorization: string | undefined;
   readonly concurrency: number;
   readonly timeoutMs: number;
+  /** Source address (127.0.0.x) of this process's connections; default: the kernel's choice (127.0.0.1). */
+  readonly localAddress?: string;
 }
 
 export interface ConnectResult {
@@ -125,7 +127,7 @@ async function connectAll(p: ConnectParams): Promise<ConnectResult> {
               settle();
             }
           },
-        });
+        }, p.localAddress);
       }
     };
     pump();
