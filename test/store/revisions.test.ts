@@ -47,6 +47,8 @@ describe('revisions', () => {
     let done = false;
     const tail = (async () => {
       while (!done || last < start + ids.length * 60) {
+        // Yield between reads, as the change feed (driven by commits and timers) does.
+        await new Promise((r) => setImmediate(r));
         const batch = await store.readEvents(last, 1000);
         for (const e of batch) {
           seen.push(e.revision);
@@ -81,5 +83,38 @@ describe('revisions', () => {
       }),
     ).rejects.toThrow('rejected');
     expect(await store.getMachine(id)).toEqual(before);
+  });
+
+  it('changes committed together: a refused decision fails alone, the others commit', async () => {
+    const ids = ['dm-00000000-0000-7000-8000-0000000000c1', 'dm-00000000-0000-7000-8000-0000000000c2', 'dm-00000000-0000-7000-8000-0000000000c3'];
+    for (const id of ids) await newMachine(id);
+    const head = await store.headRevision();
+    const bump = (id: string) => store.mutateMachine(id, (cur) => ({ patch: { autosleepSeconds: cur!.autosleepSeconds + 7 }, result: id }));
+    const results = await Promise.allSettled([
+      bump(ids[0]!),
+      store.mutateMachine(ids[1]!, () => {
+        throw new Error('refused');
+      }),
+      bump(ids[2]!),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((await store.readEvents(head, 100)).map((e) => [e.revision, e.machineId])).toEqual([
+      [head + 1, ids[0]],
+      [head + 2, ids[2]],
+    ]);
+    expect((await store.getMachine(ids[1]!))!.autosleepSeconds).toBe(0);
+  });
+
+  it('a failing write leaves nothing half-committed', async () => {
+    const id = 'dm-00000000-0000-7000-8000-0000000000cc';
+    const head = await store.headRevision();
+    // The same id twice in one tick: the second insert breaks the primary key.
+    const results = await Promise.allSettled([newMachine(id), newMachine(id)]);
+    expect(results.filter((r) => r.status === 'rejected').length).toBeGreaterThanOrEqual(1);
+    const events = await store.readEvents(head, 100);
+    const m = await store.getMachine(id);
+    // Whatever committed is whole: the machine with exactly its one event, or neither.
+    expect(events.map((e) => e.revision)).toEqual(m === undefined ? [] : [m.revision]);
+    expect(await store.headRevision()).toBe(head + events.length);
   });
 });
