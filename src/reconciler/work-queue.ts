@@ -5,7 +5,15 @@
  * more after `done`.
  */
 
+/**
+ * Workers that only read (SQLite reads never leave the microtask queue) could
+ * otherwise run through thousands of queued ids without letting I/O in: a
+ * resync of 5,000 pending machines held the event loop for about a second.
+ */
+const YIELD_AFTER_MS = 10;
+
 export class WorkQueue {
+  private sliceStart = performance.now();
   private queue: string[] = [];
   private head = 0;
   private readonly dirty = new Set<string>();
@@ -53,8 +61,16 @@ export class WorkQueue {
     this.delayed.set(id, { at, timer });
   }
 
-  /** The next id to process, or undefined once shut down. */
-  get(): Promise<string | undefined> {
+  /** The next id to process, or undefined once shut down. Lets I/O run once a time slice is used up. */
+  async get(): Promise<string | undefined> {
+    if (performance.now() - this.sliceStart > YIELD_AFTER_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.sliceStart = performance.now();
+    }
+    return this.take();
+  }
+
+  private take(): Promise<string | undefined> {
     if (this.length > 0) {
       const id = this.queue[this.head++]!;
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
