@@ -122,7 +122,8 @@ export class StatusWatcher {
 
   /** Writes a batch with one syscall where the socket allows (cork), then ends if the last change converged. */
   private sendEvents(events: readonly FeedEvent[]): void {
-    const fresh = events.filter((e) => e.revision > this.sent);
+    // The common case (every event new to this watcher) allocates nothing: this runs once per watcher per batch.
+    const fresh = events[0]!.revision > this.sent ? events : events.filter((e) => e.revision > this.sent);
     if (fresh.length === 0) return;
     if (fresh.length > 1) this.res.cork();
     for (const e of fresh) this.sendOne(e.revision, e.frame, e.endsStream);
