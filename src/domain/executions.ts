@@ -94,6 +94,43 @@ export function newExecutionId(now?: number): string {
 
 // --- wire shapes (the reference's ExecutionResponse, ExecutionEvent, ExecutionOutputResponse) ---
 
+/** An execution as create stores it: nothing run yet, no output. Only the env's keys are kept. */
+export function newExecution(opts: {
+  executionId: string;
+  machineId: string;
+  orgId: string;
+  owner: string;
+  status: ExecutionStatus;
+  command: readonly string[];
+  cwd?: string | undefined;
+  env?: Readonly<Record<string, string>> | undefined;
+  timeoutMs?: number | undefined;
+  now: number;
+}): Execution {
+  return {
+    executionId: opts.executionId,
+    machineId: opts.machineId,
+    orgId: opts.orgId,
+    owner: opts.owner,
+    status: opts.status,
+    command: [...opts.command],
+    cwd: opts.cwd ?? null,
+    envKeys: opts.env === undefined ? null : Object.keys(opts.env).sort(),
+    timeoutMs: opts.timeoutMs ?? null,
+    exitCode: null,
+    signal: null,
+    errorCode: null,
+    errorMessage: null,
+    stdoutBytes: 0,
+    stderrBytes: 0,
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    createdAt: opts.now,
+    startedAt: null,
+    completedAt: null,
+  };
+}
+
 export interface ExecutionResponse {
   execution_id: string;
   machine_id: string;

@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import { ApiError, machineNotFound } from '../domain/errors.js';
 import type { Admission, CreateExecutionInput, Execution, ExecutionEventRecord, ExecutionStatus } from '../domain/executions.js';
-import { activityIntervalMs, decideAdmission, errorCodeOf, EXECUTION_ERRORS, isTerminal, newExecutionId, waitOutcome } from '../domain/executions.js';
+import { activityIntervalMs, decideAdmission, errorCodeOf, EXECUTION_ERRORS, isTerminal, newExecution, newExecutionId, waitOutcome } from '../domain/executions.js';
 import { decideAction } from '../domain/lifecycle.js';
 import type { Machine } from '../domain/types.js';
 import type { ChangeFeed } from '../events/change-feed.js';
@@ -115,28 +115,18 @@ export class ExecutionService {
     const { machine: m, admission } = await this.admit(machine, now);
     const status: ExecutionStatus = admission === 'wake' ? 'wake_in_progress' : 'queued';
     const env = body.env ?? undefined;
-    const e: Execution = {
+    const e: Execution = newExecution({
       executionId: newExecutionId(now),
       machineId: m.machineId,
       orgId: m.orgId,
       owner: this.opts.owner,
       status,
-      command: [...(body.command ?? [])],
-      cwd: body.cwd ?? null,
-      envKeys: env === undefined ? null : Object.keys(env).sort(),
-      timeoutMs: body.timeout_ms ?? null,
-      exitCode: null,
-      signal: null,
-      errorCode: null,
-      errorMessage: null,
-      stdoutBytes: 0,
-      stderrBytes: 0,
-      stdoutTruncated: false,
-      stderrTruncated: false,
-      createdAt: now,
-      startedAt: null,
-      completedAt: null,
-    };
+      command: body.command ?? [],
+      cwd: body.cwd,
+      env,
+      timeoutMs: body.timeout_ms,
+      now,
+    });
     const first: ExecutionEventRecord = {
       executionId: e.executionId,
       sequence: 1,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
 import { ExecutionsStore } from '../../src/store/executions-store.js';
-import { newExecutionId } from '../../src/domain/executions.js';
+import { newExecution, newExecutionId } from '../../src/domain/executions.js';
 import { Api } from '../helpers/http.js';
 import { assertMatchesReference } from '../helpers/reference-schemas.js';
 import type { TestServer } from '../helpers/server.js';
@@ -57,28 +57,7 @@ describe('executions across a controlplane restart', () => {
     const orphanId = newExecutionId();
     const now = Date.now();
     await new ExecutionsStore(store).insert(
-      {
-        executionId: orphanId,
-        machineId: m.machine_id,
-        orgId: server.orgId,
-        owner: 'default',
-        status: 'running',
-        command: ['sleep', '60'],
-        cwd: null,
-        envKeys: null,
-        timeoutMs: null,
-        exitCode: null,
-        signal: null,
-        errorCode: null,
-        errorMessage: null,
-        stdoutBytes: 0,
-        stderrBytes: 0,
-        stdoutTruncated: false,
-        stderrTruncated: false,
-        createdAt: now,
-        startedAt: now,
-        completedAt: null,
-      },
+      { ...newExecution({ executionId: orphanId, machineId: m.machine_id, orgId: server.orgId, owner: 'default', status: 'running', command: ['sleep', '60'], now }), startedAt: now },
       { executionId: orphanId, sequence: 1, type: 'lifecycle', at: now, status: 'running', chunk: null, exitCode: null, signal: null, errorCode: null, errorMessage: null },
     );
     await store.close();
