@@ -7,10 +7,11 @@
  * derived from the state directory so two runtimes on one host (tests, a
  * second controlplane) never touch each other's machines.
  */
-import { mkdir, readdir, readFile, rmdir, writeFile, access } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseMountinfo } from './mountinfo.js';
 import { killQuietly, sleep, waitFor } from './proc.js';
+import { pathExists } from './paths.js';
 
 /** CFS period: quota is expressed per 100 ms, the kernel's default. */
 const CPU_PERIOD_US = 100_000;
@@ -74,14 +75,6 @@ export async function detectCgroups(): Promise<CgroupLayout | { error: string }>
   return { error: `no usable cgroups: v1 controllers missing (${missing.join(', ')}) and no cgroup2 mount with ${V2_REQUIRED.join(', ')}` };
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readTrim(p: string): Promise<string> {
   return (await readFile(p, 'utf8')).trim();
@@ -165,7 +158,7 @@ export class Cgroups {
       await writeFile(join(d, 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(limits.vcpu * WEIGHT_PER_VCPU)))));
       await writeFile(join(d, 'memory.max'), String(memBytes));
       // No swap: past its memory a machine's own processes are OOM-killed, not paged out.
-      if (await exists(join(d, 'memory.swap.max'))) await writeFile(join(d, 'memory.swap.max'), '0');
+      if (await pathExists(join(d, 'memory.swap.max'))) await writeFile(join(d, 'memory.swap.max'), '0');
       await writeFile(join(d, 'pids.max'), String(limits.pidsMax));
     }
   }
@@ -177,7 +170,7 @@ export class Cgroups {
   private async setMemoryV1(dir: string, bytes: number): Promise<void> {
     const limitFile = join(dir, 'memory.limit_in_bytes');
     const memswFile = join(dir, 'memory.memsw.limit_in_bytes');
-    if (!(await exists(memswFile))) {
+    if (!(await pathExists(memswFile))) {
       await writeFile(limitFile, String(bytes));
       await writeFile(join(dir, 'memory.swappiness'), '0').catch(() => undefined);
       return;

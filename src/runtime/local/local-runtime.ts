@@ -24,6 +24,7 @@ import { ensureBusyboxImage, ensureTools, imageOwner } from './rootfs.js';
 import { boot, BootError, type BootRecord } from './sandbox.js';
 import { machinePaths, pathProblem, Storage, type MachinePaths } from './storage.js';
 import { probeLocalEnvironment, type LocalEnvironment } from './support.js';
+import { sizesEqual } from '../../domain/sizes.js';
 
 /** How often sandboxes are checked for a dead init (the exit of ones we booted is noticed at once). */
 const EXIT_POLL_MS = 1_000;
@@ -81,10 +82,6 @@ export interface SandboxInfo {
 
 const NOOP_LOGGER: Logger = { info: () => undefined, warn: () => undefined };
 
-function sameSizes(a: Sizes, b: Sizes): boolean {
-  return a.vcpu === b.vcpu && a.memoryMib === b.memoryMib && a.storageGib === b.storageGib;
-}
-
 function wrap(e: unknown, what: string): RuntimeError {
   if (e instanceof RuntimeError) return e;
   const msg = e instanceof Error ? e.message : String(e);
@@ -136,7 +133,7 @@ export class LocalRuntime implements Runtime, ExecRuntime {
       try {
         const rec = await this.readRecord(spec.machineId);
         if (rec?.boot && (await isAlive(rec.boot.init))) {
-          if (!sameSizes(rec.sizes, spec.sizes)) await this.applySizes(rec, spec.sizes);
+          if (!sizesEqual(rec.sizes, spec.sizes)) await this.applySizes(rec, spec.sizes);
           if ((await this.cgroups.freezeState(spec.machineId)) !== 'thawed') await this.cgroups.thaw(spec.machineId);
           this.watched.set(spec.machineId, rec.boot);
           return;

@@ -8,9 +8,10 @@
  * machine's own overlay upper layer, never to the shared image).
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, copyFile, lchown, lstat, mkdir, open, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, lchown, mkdir, open, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { runOk } from './proc.js';
+import { pathExists } from './paths.js';
 
 export const DEFAULT_BUSYBOX = '/bin/busybox';
 
@@ -62,19 +63,11 @@ export async function isStaticElf(path: string): Promise<boolean> {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Copies the static busybox to <imagesDir>/tools/busybox once (bind-mounted into every sandbox). */
 export async function ensureTools(imagesDir: string, busybox: string): Promise<string> {
   const target = join(imagesDir, 'tools', 'busybox');
-  if (await exists(target)) return target;
+  if (await pathExists(target)) return target;
   await mkdir(dirname(target), { recursive: true });
   const tmp = `${target}.${randomBytes(4).toString('hex')}`;
   await copyFile(busybox, tmp);
@@ -90,7 +83,7 @@ export async function ensureTools(imagesDir: string, busybox: string): Promise<s
  */
 export async function ensureBusyboxImage(imagesDir: string, busybox: string, rootId: number): Promise<string> {
   const target = join(imagesDir, 'busybox');
-  if (await exists(target)) return target;
+  if (await pathExists(target)) return target;
   const tmp = `${target}.tmp-${randomBytes(4).toString('hex')}`;
   try {
     for (const [d, mode] of IMAGE_DIRS) {
@@ -103,7 +96,7 @@ export async function ensureBusyboxImage(imagesDir: string, busybox: string, roo
     const applets = (await runOk(busybox, ['--list-full'])).split('\n').filter(Boolean);
     for (const applet of applets) {
       const p = join(tmp, applet);
-      if (await exists(p)) continue;
+      if (await pathExists(p)) continue;
       await mkdir(dirname(p), { recursive: true });
       await symlink('/bin/busybox', p);
     }

@@ -14,6 +14,7 @@ import { chmod, chown, mkdir, open, rename, rm, stat, truncate } from 'node:fs/p
 import { join } from 'node:path';
 import { readMounts, type MountEntry } from './mountinfo.js';
 import { run, runOk } from './proc.js';
+import { pathExists } from './paths.js';
 
 const GIB = 1024 * 1024 * 1024;
 
@@ -62,7 +63,7 @@ export class Storage {
   /** Formats the template for `gib` once: ext4 with upper/ and work/ owned by sandbox root. */
   private async template(gib: number): Promise<string> {
     const target = join(this.templatesDir, `${gib}g.img`);
-    if (await exists(target)) return target;
+    if (await pathExists(target)) return target;
     await mkdir(this.templatesDir, { recursive: true });
     const tag = randomBytes(4).toString('hex');
     const tmp = `${target}.tmp-${tag}`;
@@ -90,7 +91,7 @@ export class Storage {
 
   /** Creates the machine's image if missing (sparse copy of the template). */
   async ensureImage(paths: MachinePaths, gib: number): Promise<void> {
-    if (await exists(paths.image)) return;
+    if (await pathExists(paths.image)) return;
     const template = await this.template(gib);
     const tmp = `${paths.image}.tmp`;
     await runOk(this.tools.cp, ['--sparse=always', template, tmp]);
@@ -155,7 +156,7 @@ export class Storage {
       if (r.code !== 0) await runOk(this.tools.umount, ['-l', m.mountPoint]);
     }
     // mount -o loop sets autoclear, but a crash between losetup and mount can leave one attached.
-    if (await exists(paths.image)) {
+    if (await pathExists(paths.image)) {
       const r = await run(this.tools.losetup, ['-j', paths.image]);
       for (const line of r.stdout.split('\n')) {
         const dev = line.split(':')[0];
@@ -165,14 +166,6 @@ export class Storage {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function touch(p: string): Promise<string> {
   await (await open(p, 'w')).close();

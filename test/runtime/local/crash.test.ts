@@ -15,7 +15,8 @@ import { processExists, sh, waitUntil } from './helpers.js';
 const REPO = resolve(import.meta.dirname, '../../..');
 
 async function transpile(outDir: string): Promise<void> {
-  const files = ['src/runtime/runtime.ts', ...(await readdir(join(REPO, 'src/runtime/local'))).filter((f) => f.endsWith('.ts')).map((f) => `src/runtime/local/${f}`)];
+  // All of src/: the runtime imports from the domain too, and a hand-kept list goes stale.
+  const files = (await readdir(join(REPO, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`);
   for (const f of files) {
     const out = ts.transpileModule(await readFile(join(REPO, f), 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },

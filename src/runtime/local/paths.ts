@@ -1,0 +1,12 @@
+/** File-system helpers of the local runtime. */
+import { lstat } from 'node:fs/promises';
+
+/** Whether something is at `p` (a symlink counts itself, not its target). */
+export async function pathExists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
