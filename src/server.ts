@@ -22,7 +22,7 @@ import { LeaseKeeper } from './reconciler/leases.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import type { Runtime } from './runtime/runtime.js';
 import { createRuntime } from './runtime/select.js';
-import { openStore } from './store/open.js';
+import { openStore, storeTargetOf } from './store/open.js';
 import type { Store } from './store/store.js';
 
 export interface Hangar {
@@ -65,9 +65,7 @@ async function bootstrapAdminKey(store: Store, config: Config, log: Logger): Pro
 
 /** Opens the store once (migrations, first-start admin key) and closes it: the primary of `serve --replicas` does this before forking. */
 export async function initialiseStore(config: Config, log: Logger): Promise<string | undefined> {
-  const store = await openStore(
-    config.databaseUrl !== undefined ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'hangar.db') },
-  );
+  const store = await openStore(storeTargetOf(config));
   try {
     return await bootstrapAdminKey(store, config, log);
   } finally {
@@ -77,9 +75,7 @@ export async function initialiseStore(config: Config, log: Logger): Promise<stri
 
 export async function startHangar(config: Config, opts: StartOptions = {}): Promise<Hangar> {
   const log = opts.log ?? pino({ level: config.logLevel, base: { service: 'hangar', ...(config.replicaId ? { replica: config.replicaId } : {}) } });
-  const store = await openStore(
-    config.databaseUrl !== undefined ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'hangar.db') },
-  );
+  const store = await openStore(storeTargetOf(config));
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async () => {
     for (const c of cleanups.reverse()) await c().catch((err: unknown) => log.warn({ err }, 'shutdown step failed'));

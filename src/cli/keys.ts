@@ -8,15 +8,12 @@ import { createApiKey } from '../api/api-keys.js';
 import { loadConfig } from '../config.js';
 import { isUuid } from '../domain/ids.js';
 import { rfc3339 } from '../domain/types.js';
-import { openStore } from '../store/open.js';
+import { openStore, storeTargetOf } from '../store/open.js';
 import type { Store } from '../store/store.js';
-import { join } from 'node:path';
 
 async function withStore<T>(opts: { dataDir?: string; databaseUrl?: string }, fn: (store: Store) => Promise<T>): Promise<T> {
   const config = loadConfig(process.env, { 'data-dir': opts.dataDir, 'database-url': opts.databaseUrl });
-  const store = await openStore(
-    config.databaseUrl !== undefined ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'hangar.db') },
-  );
+  const store = await openStore(storeTargetOf(config));
   try {
     return await fn(store);
   } finally {

@@ -1,6 +1,6 @@
 /** Opens the configured store: embedded SQLite by default, PostgreSQL when a URL is given. */
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import type { SqliteDatabase } from 'kysely';
@@ -8,8 +8,14 @@ import pg from 'pg';
 import type { Database } from './schema.js';
 import { EVENTS_CHANNEL, migrate, SqlStore } from './sql-store.js';
 import type { RemoteCommits } from './store.js';
+import type { Config } from '../config.js';
 
 export type StoreTarget = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url: string };
+
+/** The configured store: PostgreSQL when a URL is given, else `<dataDir>/hangar.db`. */
+export function storeTargetOf(config: Pick<Config, 'databaseUrl' | 'dataDir'>): StoreTarget {
+  return config.databaseUrl !== undefined ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'hangar.db') };
+}
 
 export interface OpenStoreOptions {
   readonly clock?: () => number;

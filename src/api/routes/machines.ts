@@ -8,7 +8,7 @@ import { ApiError, invalidArgument, machineNotFound } from '../../domain/errors.
 import { newMachineId } from '../../domain/ids.js';
 import type { LifecycleAction, MutationDecision, UpdateRequest } from '../../domain/lifecycle.js';
 import { acceptedMachine, decideAction, decideUpdate, isConverged } from '../../domain/lifecycle.js';
-import { fits, validateSizes } from '../../domain/sizes.js';
+import { fits, validateSizes, ZERO_SIZES } from '../../domain/sizes.js';
 import { fitsAnyHost, freeCapacity } from '../../domain/placement.js';
 import type { Machine, Sizes } from '../../domain/types.js';
 import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
@@ -78,7 +78,7 @@ async function checkCapacity(tx: TxReader, m: Machine, next: Sizes): Promise<voi
   if (m.hostId !== null) {
     const host = hosts.find((h) => h.hostId === m.hostId);
     if (host !== undefined) {
-      const free = freeCapacity(host, (await tx.allocations(m.machineId)).get(host.hostId) ?? { vcpu: 0, memoryMib: 0, storageGib: 0 });
+      const free = freeCapacity(host, (await tx.allocations(m.machineId)).get(host.hostId) ?? ZERO_SIZES);
       // A sleeping machine only holds storage now, but must fit to wake on its host.
       if (!fits(next, free)) throw capacityExceeded(next);
       return;
