@@ -62,14 +62,11 @@ export function registerStatusStream(app: FastifyInstance, deps: StatusStreamDep
     },
     async (request, reply) => {
       const lastEventId = parseLastEventId(request.headers['last-event-id']);
-      const machine = await loadMachine(store, request, request.params.machine_id);
-
-      reply.hijack();
+      const machineId = request.params.machine_id;
       const res = reply.raw;
-      res.writeHead(200, SSE_HEADERS);
-      res.write(retry);
+      // The watcher holds live events until it has replayed; it writes nothing before that.
       const watcher = new StatusWatcher({
-        machineId: machine.machineId,
+        machineId,
         res,
         maxBufferedBytes: deps.watcherBufferBytes,
         bookmarkIntervalMs: registry.jitteredInterval(),
@@ -79,16 +76,26 @@ export function registerStatusStream(app: FastifyInstance, deps: StatusStreamDep
           registry.remove(w, why);
         },
       });
-      // Subscribe before reading: whatever commits from here on is held, not missed.
-      const unsubscribe = feed.subscribe(machine.machineId, watcher.onFeed);
+      // Subscribe before the one read of the machine: it then includes every commit before the
+      // subscription, and whatever commits after is held, not missed.
+      const unsubscribe = feed.subscribe(machineId, watcher.onFeed);
+      let machine;
+      try {
+        machine = await loadMachine(store, request, machineId);
+      } catch (err) {
+        unsubscribe();
+        throw err; // auth, org and lookup failures stay ordinary JSON errors
+      }
+
+      reply.hijack();
+      res.writeHead(200, SSE_HEADERS);
+      res.write(retry);
       registry.add(watcher);
       res.on('close', () => watcher.closed());
       try {
-        // Re-read after subscribing: the state the stream starts from must include every commit before the subscription.
-        const current = (await store.getMachine(machine.machineId)) ?? machine;
-        await watcher.catchUp(store, current, lastEventId, Date.now());
+        await watcher.catchUp(store, machine, lastEventId, Date.now());
       } catch (err) {
-        request.log.warn({ err, machineId: machine.machineId }, 'status stream replay failed');
+        request.log.warn({ err, machineId }, 'status stream replay failed');
         watcher.fail({ error_code: 'DEPENDENCY_UNAVAILABLE', message: 'store unavailable', retryable: true });
       }
     },
