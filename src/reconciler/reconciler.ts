@@ -130,15 +130,13 @@ export class Reconciler {
   /** After a restart the runtime is told what the store believes it holds. */
   private async recoverRuntime(): Promise<void> {
     const { store, runtime } = this.opts;
-    const expected: Parameters<Runtime['recover']>[0][number][] = [];
-    for (const phase of ['running', 'stopping', 'sleeping'] as const) {
-      for (const id of await store.listMachineIdsInPhase(phase)) {
-        const m = await store.getMachine(id);
-        if (m === undefined || m.hostId === null) continue;
-        const state = m.phase === 'sleeping' ? 'sleeping' : 'running';
-        expected.push({ machineId: m.machineId, hostId: m.hostId, state, sizes: m.applied ?? sizesOf(m) });
-      }
-    }
+    const placed = await store.listPlacedMachines(['running', 'stopping', 'sleeping']);
+    const expected = placed.map((m) => ({
+      machineId: m.machineId,
+      hostId: m.hostId!,
+      state: m.phase === 'sleeping' ? ('sleeping' as const) : ('running' as const),
+      sizes: m.applied ?? sizesOf(m),
+    }));
     await runtime.recover(expected);
   }
 

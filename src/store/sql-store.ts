@@ -213,6 +213,11 @@ export class SqlStore implements Store {
     return rows.map((r) => r.machine_id);
   }
 
+  async listPlacedMachines(phases: readonly Machine['phase'][]): Promise<Machine[]> {
+    const rows = await this.db.selectFrom('machines').selectAll().where('phase', 'in', [...phases]).where('host_id', 'is not', null).execute();
+    return rows.map(rowToMachine);
+  }
+
   async insertMachine(
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
     lease?: { owner: string; until: number },

@@ -109,6 +109,8 @@ export interface Store {
   /** Ids of machines that may need the reconciler (not converged, or running with autosleep). */
   listActiveMachineIds(): Promise<string[]>;
   listMachineIdsInPhase(phase: Machine['phase']): Promise<string[]>;
+  /** Machines placed on a host in any of these phases (start-up recovery). */
+  listPlacedMachines(phases: readonly Machine['phase'][]): Promise<Machine[]>;
   /** `lease`: the creating replica drives the new machine (PostgreSQL mode). */
   insertMachine(
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
