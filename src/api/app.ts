@@ -4,7 +4,7 @@
  */
 import fastifySwagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
-import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -161,15 +161,14 @@ export async function buildApp(deps: AppDeps): Promise<HangarApp> {
     revision: String(feed.dispatchedRevision),
   }));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-  app.get('/v1/metrics', { schema: { hide: true } }, async (request, reply) => {
+  // Operators' metrics, admin scope. /metrics is outside /v1, so it authenticates itself.
+  const serveMetrics = async (request: FastifyRequest, reply: FastifyReply) => {
+    request.auth ??= await authenticator.authenticate(request.headers);
     requireAdmin(request);
     return reply.type(metrics.contentType).send(await metrics.render());
-  });
-  app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
-    request.auth = await authenticator.authenticate(request.headers);
-    requireAdmin(request);
-    return reply.type(metrics.contentType).send(await metrics.render());
-  });
+  };
+  app.get('/metrics', { schema: { hide: true } }, serveMetrics);
+  app.get('/v1/metrics', { schema: { hide: true } }, serveMetrics);
 
   // Open streams end with an error frame before the server stops accepting.
   app.addHook('preClose', async () => {
