@@ -4,7 +4,7 @@
  * Key lookups are cached briefly so that a hot path costs no query; a revoked
  * key stops working within the cache period.
  */
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import { ApiError } from '../domain/errors.js';
 import type { ApiKeyRecord, Store } from '../store/store.js';
 import { hashApiKey } from './api-keys.js';
@@ -78,6 +78,6 @@ export function authOf(request: FastifyRequest): AuthContext {
   return request.auth;
 }
 
-export function requireAdmin(request: FastifyRequest, _reply?: FastifyReply): void {
+export function requireAdmin(request: FastifyRequest): void {
   if (authOf(request).scope !== 'admin') throw new ApiError('AUTH_SCOPE_FORBIDDEN', 'an admin-scoped API key is required');
 }

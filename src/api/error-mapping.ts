@@ -75,9 +75,6 @@ export function toApiError(err: FastifyError | ApiError | Error): ApiError {
       return new ApiError('INVALID_ARGUMENT', 'request body must be application/json', {
         details: { 'header.content-type': 'must be application/json' },
       });
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new ApiError('INVALID_ARGUMENT', 'malformed JSON body', { details: { body: 'is not valid JSON' } });
     default:
       break;
   }

@@ -62,10 +62,6 @@ export class StatusWatcher {
     return this.held === null && !this.ended;
   }
 
-  get isEnded(): boolean {
-    return this.ended;
-  }
-
   /** Feed listener: live changes of this machine, in revision order. */
   readonly onFeed = (events: readonly FeedEvent[]): void => {
     if (this.ended) return;
@@ -96,7 +92,7 @@ export class StatusWatcher {
       for (;;) {
         if (this.ended) return;
         const batch = await store.readMachineEvents(machine.machineId, this.sent, REPLAY_BATCH);
-        for (const e of batch) this.sendOne(e.revision, statusFrameOf(e), e.endsStream);
+        for (const e of batch) this.sendOne(e.revision, statusFrame(e.revision, e.body), e.endsStream);
         if (batch.length < REPLAY_BATCH) break;
       }
     }
@@ -168,9 +164,4 @@ export class StatusWatcher {
     else this.res.end();
     this.onEnd(this, why);
   }
-}
-
-/** Log events carry no prebuilt frame; the feed's do. */
-function statusFrameOf(e: { revision: number; body: string }): Buffer {
-  return statusFrame(e.revision, e.body);
 }
