@@ -217,7 +217,8 @@ export class ExecutionService {
 
   /** Commits a wake when the machine sleeps (the reconciler then starts it), under the store's fencing. */
   private async admit(machine: Machine, now: number): Promise<{ machine: Machine; admission: Admission }> {
-    if (decideAdmission(machine) !== 'wake') return { machine, admission: decideAdmission(machine) };
+    const first = decideAdmission(machine);
+    if (first !== 'wake') return { machine, admission: first };
     const res = await this.store.mutateMachine(machine.machineId, (cur) => {
       if (cur === undefined || cur.orgId !== machine.orgId) throw machineNotFound();
       const admission = decideAdmission(cur);

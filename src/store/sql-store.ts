@@ -16,6 +16,7 @@ import { allocationOf } from '../domain/placement.js';
 import { sizesEqual } from '../domain/sizes.js';
 import type { Machine, Sizes } from '../domain/types.js';
 import { toLifecycleResponse } from '../domain/types.js';
+import * as idempotency from './idempotency-queries.js';
 import { migrationProvider } from './migrations.js';
 import { machineToRow, rowToEvent, rowToMachine } from './rows.js';
 import type { Database } from './schema.js';
@@ -553,72 +554,20 @@ export class SqlStore implements Store {
 
   // --- idempotency keys ---
 
-  async claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
-    const inserted = await this.db
-      .insertInto('idempotency_keys')
-      .values({
-        org_id: orgId,
-        idem_key: key,
-        request_hash: requestHash,
-        state: 'in_flight',
-        status_code: null,
-        headers: null,
-        body: null,
-        created_at: now,
-        locked_until: now + leaseMs,
-      })
-      .onConflict((oc) => oc.columns(['org_id', 'idem_key']).doNothing())
-      .executeTakeFirst();
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) > 0) return { kind: 'claimed' };
-
-    const row = await this.db
-      .selectFrom('idempotency_keys')
-      .selectAll()
-      .where('org_id', '=', orgId)
-      .where('idem_key', '=', key)
-      .executeTakeFirst();
-    if (row === undefined) return this.claimIdempotencyKey(orgId, key, requestHash, now, leaseMs);
-    if (row.request_hash !== requestHash) return { kind: 'mismatch', storedHash: row.request_hash };
-    if (row.state === 'done' && row.status_code !== null && row.body !== null) {
-      return {
-        kind: 'replay',
-        response: { statusCode: row.status_code, headers: JSON.parse(row.headers ?? '{}') as Record<string, string>, body: row.body },
-      };
-    }
-    if (row.locked_until > now) return { kind: 'in_flight' };
-    // The first attempt's process died mid-request: take the key over, fenced on its lease.
-    const taken = await this.db
-      .updateTable('idempotency_keys')
-      .set({ locked_until: now + leaseMs })
-      .where('org_id', '=', orgId)
-      .where('idem_key', '=', key)
-      .where('state', '=', 'in_flight')
-      .where('locked_until', '=', row.locked_until)
-      .executeTakeFirst();
-    return Number(taken.numUpdatedRows) > 0 ? { kind: 'claimed' } : { kind: 'in_flight' };
+  claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
+    return idempotency.claimIdempotencyKey(this.db, orgId, key, requestHash, now, leaseMs);
   }
 
-  async completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
-    await this.db
-      .updateTable('idempotency_keys')
-      .set({ state: 'done', status_code: response.statusCode, headers: JSON.stringify(response.headers), body: response.body })
-      .where('org_id', '=', orgId)
-      .where('idem_key', '=', key)
-      .execute();
+  completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
+    return idempotency.completeIdempotencyKey(this.db, orgId, key, response);
   }
 
-  async releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
-    await this.db
-      .deleteFrom('idempotency_keys')
-      .where('org_id', '=', orgId)
-      .where('idem_key', '=', key)
-      .where('state', '=', 'in_flight')
-      .execute();
+  releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
+    return idempotency.releaseIdempotencyKey(this.db, orgId, key);
   }
 
-  async purgeIdempotencyKeys(createdBefore: number): Promise<number> {
-    const res = await this.db.deleteFrom('idempotency_keys').where('created_at', '<', createdBefore).executeTakeFirst();
-    return Number(res.numDeletedRows);
+  purgeIdempotencyKeys(createdBefore: number): Promise<number> {
+    return idempotency.purgeIdempotencyKeys(this.db, createdBefore);
   }
 }
 
