@@ -16,7 +16,9 @@ import { allocationOf } from '../domain/placement.js';
 import { sizesEqual } from '../domain/sizes.js';
 import type { Machine, Sizes } from '../domain/types.js';
 import { toLifecycleResponse } from '../domain/types.js';
+import * as keys from './api-key-queries.js';
 import * as idempotency from './idempotency-queries.js';
+import * as retention from './retention-queries.js';
 import { migrationProvider } from './migrations.js';
 import { machineToRow, rowToEvent, rowToMachine } from './rows.js';
 import type { Database } from './schema.js';
@@ -118,54 +120,28 @@ export class SqlStore implements Store {
 
   // --- organisations and keys ---
 
-  async ensureOrg(orgId: string, name: string, now: number): Promise<void> {
-    await this.db
-      .insertInto('orgs')
-      .values({ org_id: orgId, name, created_at: now })
-      .onConflict((oc) => oc.column('org_id').doNothing())
-      .execute();
+  ensureOrg(orgId: string, name: string, now: number): Promise<void> {
+    return keys.ensureOrg(this.db, orgId, name, now);
   }
 
-  async insertApiKey(rec: ApiKeyRecord & { keyHash: string }): Promise<void> {
-    await this.db
-      .insertInto('api_keys')
-      .values({
-        key_id: rec.keyId,
-        org_id: rec.orgId,
-        key_hash: rec.keyHash,
-        prefix: rec.prefix,
-        scope: rec.scope,
-        name: rec.name,
-        created_at: rec.createdAt,
-        revoked_at: rec.revokedAt,
-      })
-      .execute();
+  insertApiKey(rec: ApiKeyRecord & { keyHash: string }): Promise<void> {
+    return keys.insertApiKey(this.db, rec);
   }
 
-  async findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
-    const row = await this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
-    return row === undefined ? undefined : keyRecord(row);
+  findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    return keys.findApiKeyByHash(this.db, keyHash);
   }
 
-  async listApiKeys(orgId?: string): Promise<ApiKeyRecord[]> {
-    let q = this.db.selectFrom('api_keys').selectAll().orderBy('created_at').orderBy('key_id');
-    if (orgId !== undefined) q = q.where('org_id', '=', orgId);
-    return (await q.execute()).map(keyRecord);
+  listApiKeys(orgId?: string): Promise<ApiKeyRecord[]> {
+    return keys.listApiKeys(this.db, orgId);
   }
 
-  async revokeApiKey(keyId: string, now: number): Promise<boolean> {
-    const res = await this.db
-      .updateTable('api_keys')
-      .set({ revoked_at: now })
-      .where('key_id', '=', keyId)
-      .where('revoked_at', 'is', null)
-      .executeTakeFirst();
-    return Number(res.numUpdatedRows) > 0;
+  revokeApiKey(keyId: string, now: number): Promise<boolean> {
+    return keys.revokeApiKey(this.db, keyId, now);
   }
 
-  async countApiKeys(): Promise<number> {
-    const row = await this.db.selectFrom('api_keys').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
-    return Number(row.n);
+  countApiKeys(): Promise<number> {
+    return keys.countApiKeys(this.db);
   }
 
   async claimOnce(name: string): Promise<boolean> {
@@ -469,64 +445,12 @@ export class SqlStore implements Store {
     return rows.map(rowToEvent);
   }
 
-  /**
-   * Drops events beyond the newest `keepPerMachine` of each machine that are
-   * older than `maxAgeMs`, and records per machine the highest revision
-   * dropped, so a resume from before it gets a `compacted` frame.
-   */
-  async compactEvents(policy: CompactionPolicy, now: number): Promise<number> {
-    const cutoff = now - policy.maxAgeMs;
-    return this.db.transaction().execute(async (trx) => {
-      const ranked = trx
-        .selectFrom('events')
-        .select([
-          'revision',
-          'machine_id',
-          'committed_at',
-          sql<number>`row_number() over (partition by machine_id order by revision desc)`.as('rank'),
-        ])
-        .as('ranked');
-      const doomed = await trx
-        .selectFrom(ranked)
-        .select(['ranked.machine_id', (eb) => eb.fn.max('ranked.revision').as('max_revision')])
-        .where('ranked.rank', '>', policy.keepPerMachine)
-        .where('ranked.committed_at', '<', cutoff)
-        .groupBy('ranked.machine_id')
-        .execute();
-      let deleted = 0;
-      for (const d of doomed) {
-        const maxRevision = Number(d.max_revision);
-        await trx
-          .updateTable('machines')
-          .set({ log_compacted_revision: maxRevision })
-          .where('machine_id', '=', d.machine_id)
-          .where('log_compacted_revision', '<', maxRevision)
-          .execute();
-        const res = await trx
-          .deleteFrom('events')
-          .where('machine_id', '=', d.machine_id)
-          .where('revision', '<=', maxRevision)
-          .executeTakeFirst();
-        deleted += Number(res.numDeletedRows);
-      }
-      return deleted;
-    });
+  compactEvents(policy: CompactionPolicy, now: number): Promise<number> {
+    return retention.compactEvents(this.db, policy, now);
   }
 
-  async purgeDestroyed(destroyedBefore: number): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
-      const doomed = await trx
-        .selectFrom('machines')
-        .select('machine_id')
-        .where('phase', '=', 'destroyed')
-        .where('destroyed_at', '<', destroyedBefore)
-        .execute();
-      if (doomed.length === 0) return 0;
-      const ids = doomed.map((d) => d.machine_id);
-      await trx.deleteFrom('events').where('machine_id', 'in', ids).execute();
-      await trx.deleteFrom('machines').where('machine_id', 'in', ids).execute();
-      return ids.length;
-    });
+  purgeDestroyed(destroyedBefore: number): Promise<number> {
+    return retention.purgeDestroyed(this.db, destroyedBefore);
   }
 
   // --- hosts ---
@@ -569,26 +493,6 @@ export class SqlStore implements Store {
   purgeIdempotencyKeys(createdBefore: number): Promise<number> {
     return idempotency.purgeIdempotencyKeys(this.db, createdBefore);
   }
-}
-
-function keyRecord(row: {
-  key_id: string;
-  org_id: string;
-  prefix: string;
-  scope: 'admin' | 'user';
-  name: string;
-  created_at: number;
-  revoked_at: number | null;
-}): ApiKeyRecord {
-  return {
-    keyId: row.key_id,
-    orgId: row.org_id,
-    prefix: row.prefix,
-    scope: row.scope,
-    name: row.name,
-    createdAt: Number(row.created_at),
-    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
-  };
 }
 
 async function readHosts(db: Db | Tx): Promise<Host[]> {
