@@ -176,6 +176,8 @@ export class ChangeFeed {
   }
 
   private drainEarly(): void {
+    // Runs on every reported commit; almost always nothing is early.
+    if (this.early.size === 0) return;
     for (const rev of [...this.early.keys()]) if (rev <= this.accepted) this.early.delete(rev);
     for (let next = this.early.get(this.accepted + 1); next !== undefined; next = this.early.get(this.accepted + 1)) {
       this.early.delete(next.revision);
