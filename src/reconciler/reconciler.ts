@@ -42,6 +42,10 @@ export interface ReconcilerOptions {
  * machines on each one is quadratic; a failure on the way there is `failed`.)
  */
 const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'failed']);
+/** Phases of machines that hold no host capacity: their changes cannot make room for anyone. */
+const HOLDS_NO_CAPACITY: ReadonlySet<Phase> = new Set(['accepted', 'placement_pending']);
+/** A machine that found no host is tried again at least this often even if nothing seemed to change (safety net). */
+const UNPLACEABLE_RECHECK_MS = 60_000;
 
 export class Reconciler {
   private readonly opts: ReconcilerOptions;
@@ -53,6 +57,15 @@ export class Reconciler {
   private resyncTimer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
   private pendingWakeScheduled = false;
+  /**
+   * Counts changes that may have freed capacity (a placed machine's commit,
+   * a different host list). A machine that found no host at one epoch and
+   * revision cannot find one until either moves, so its resync passes skip
+   * the placement transaction.
+   */
+  private capacityEpoch = 0;
+  private lastHosts = '';
+  private readonly unplaceable = new Map<string, { revision: number; epoch: number; at: number }>();
   private running = false;
   /** Steps taken, by kind and outcome; read by /metrics. */
   readonly stats = { steps: 0, failures: 0 };
@@ -83,13 +96,16 @@ export class Reconciler {
       for (const e of events) {
         this.enqueue(e.machineId);
         if (FREES_CAPACITY.has(e.phase)) freed = true;
+        if (!HOLDS_NO_CAPACITY.has(e.phase)) this.capacityEpoch++;
       }
       if (freed) this.wakePending();
     });
     this.opts.leases?.start((ids) => ids.forEach((id) => this.enqueue(id)));
     for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.work());
     await this.resync(true);
-    this.resyncTimer = setInterval(() => void this.resync(true).catch((err) => this.opts.log.error({ err }, 'resync failed')), this.opts.resyncMs);
+    // Spread over half the interval: thousands of machines looked at in one burst would stall every stream for it.
+    const spreadMs = Math.floor(this.opts.resyncMs / 2);
+    this.resyncTimer = setInterval(() => void this.resync(true, spreadMs).catch((err) => this.opts.log.error({ err }, 'resync failed')), this.opts.resyncMs);
     this.resyncTimer.unref();
   }
 
@@ -109,22 +125,34 @@ export class Reconciler {
     this.queue.add(machineId);
   }
 
-  /** Looks at every machine that may need work; with `inspect`, checks placed sandboxes against the runtime too. */
-  async resync(inspect: boolean): Promise<void> {
+  /**
+   * Looks at every machine that may need work; with `inspect`, checks placed
+   * sandboxes against the runtime too. With `spreadMs`, the machines are
+   * queued a few at a time over that long (the periodic pass).
+   */
+  async resync(inspect: boolean, spreadMs = 0): Promise<void> {
     const { store } = this.opts;
     await this.refreshHosts();
-    for (const id of await store.listActiveMachineIds()) this.enqueue(id);
-    if (!inspect) return;
-    for (const phase of ['running', 'sleeping'] as const) {
-      for (const id of await store.listMachineIdsInPhase(phase)) {
-        this.toInspect.add(id);
-        this.enqueue(id);
+    const ids = await store.listActiveMachineIds();
+    if (inspect) {
+      for (const phase of ['running', 'sleeping'] as const) {
+        for (const id of await store.listMachineIdsInPhase(phase)) {
+          this.toInspect.add(id);
+          ids.push(id);
+        }
       }
     }
+    if (!this.running) return;
+    if (spreadMs > 0) this.queue.addSpread(ids, spreadMs);
+    else for (const id of ids) this.enqueue(id);
   }
 
   private async refreshHosts(): Promise<void> {
-    await this.opts.store.upsertHosts(await this.opts.runtime.hosts(), this.clock());
+    const hosts = await this.opts.runtime.hosts();
+    const seen = JSON.stringify(hosts);
+    if (seen !== this.lastHosts) this.capacityEpoch++;
+    this.lastHosts = seen;
+    await this.opts.store.upsertHosts(hosts, this.clock());
   }
 
   /** After a restart the runtime is told what the store believes it holds. */
@@ -176,6 +204,7 @@ export class Reconciler {
     // Another replica drives it (its own feed and timers bring it there), or there is nothing left to drive.
     if (m === undefined || m.phase === 'destroyed' || (this.opts.leases !== undefined && !(await this.opts.leases.claim(machineId)))) {
       this.toInspect.delete(machineId);
+      this.unplaceable.delete(machineId);
       return;
     }
     const now = this.clock();
@@ -210,7 +239,11 @@ export class Reconciler {
 
   /** A machine with storage on a live host may only start there; otherwise any host with room. */
   private async place(planned: Machine, preferredHostId: string | null): Promise<void> {
-    await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
+    const epoch = this.capacityEpoch;
+    const now = this.clock();
+    const last = this.unplaceable.get(planned.machineId);
+    if (last !== undefined && last.revision === planned.revision && last.epoch === epoch && now - last.at < UNPLACEABLE_RECHECK_MS) return;
+    const { machine } = await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
       if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: undefined };
       const hosts = await tx.hosts();
       const own = hosts.find((h) => h.hostId === preferredHostId && h.ready);
@@ -218,6 +251,8 @@ export class Reconciler {
       const hostId = chooseHost(own !== undefined ? [own] : hosts, allocated, sizesOf(cur), preferredHostId);
       return { patch: placementPatch(cur, hostId, own !== undefined), result: undefined };
     });
+    if (machine?.phase === 'placement_pending') this.unplaceable.set(planned.machineId, { revision: machine.revision, epoch, at: now });
+    else this.unplaceable.delete(planned.machineId);
   }
 
   private async runtimeStep(m: Machine, step: Extract<Step, { kind: 'runtime' }>): Promise<void> {

@@ -11,6 +11,8 @@
  * resync of 5,000 pending machines held the event loop for about a second.
  */
 const YIELD_AFTER_MS = 10;
+/** How often a spread-out add hands the queue its next few ids. */
+const SPREAD_TICK_MS = 10;
 
 export class WorkQueue {
   private sliceStart = performance.now();
@@ -21,6 +23,7 @@ export class WorkQueue {
   private readonly delayed = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private waiters: ((id: string | undefined) => void)[] = [];
   private shuttingDown = false;
+  private spreadTimer: NodeJS.Timeout | null = null;
 
   get length(): number {
     return this.queue.length - this.head;
@@ -61,6 +64,35 @@ export class WorkQueue {
     this.delayed.set(id, { at, timer });
   }
 
+  /**
+   * Adds `ids` a few at a time over `overMs` instead of all at once: a
+   * periodic resync of thousands of machines then costs a sliver of every
+   * tick rather than a burst that delays everything else (stream frames
+   * included). A newer spread replaces one still in progress; ids of the old
+   * one not yet added are in the new one if they still need work.
+   */
+  addSpread(ids: readonly string[], overMs: number): void {
+    this.stopSpread();
+    if (this.shuttingDown || ids.length === 0) return;
+    const perTick = Math.ceil(ids.length / Math.max(1, Math.floor(overMs / SPREAD_TICK_MS)));
+    let next = 0;
+    const addSome = (): void => {
+      const end = Math.min(ids.length, next + perTick);
+      for (; next < end; next++) this.add(ids[next]!);
+      if (next >= ids.length) this.stopSpread();
+    };
+    addSome();
+    if (next < ids.length) {
+      this.spreadTimer = setInterval(addSome, SPREAD_TICK_MS);
+      this.spreadTimer.unref();
+    }
+  }
+
+  private stopSpread(): void {
+    if (this.spreadTimer !== null) clearInterval(this.spreadTimer);
+    this.spreadTimer = null;
+  }
+
   /** The next id to process, or undefined once shut down. Lets I/O run once a time slice is used up. */
   async get(): Promise<string | undefined> {
     if (performance.now() - this.sliceStart > YIELD_AFTER_MS) {
@@ -95,6 +127,7 @@ export class WorkQueue {
 
   shutDown(): void {
     this.shuttingDown = true;
+    this.stopSpread();
     for (const { timer } of this.delayed.values()) clearTimeout(timer);
     this.delayed.clear();
     for (const w of this.waiters) w(undefined);

@@ -50,6 +50,18 @@ describe('placement on one small host', () => {
     for (const id of [a, big]) await api.delete(`/v1/machines/${id}`);
   });
 
+  it('a waiting machine runs once a running one shrinks to make room', async () => {
+    const a = (await api.createMachine({ vcpu: 2, memory_mib: 1024, storage_gib: 5 })).body.machine_id;
+    await api.waitForPhase(a, 'running');
+    const b = (await api.createMachine({ vcpu: 1, memory_mib: 512, storage_gib: 5 })).body.machine_id;
+    await api.waitFor(b, (m) => m.status.reason === 'NoReadyHosts');
+    expect((await api.patch(`/v1/machines/${a}`, { vcpu: 1 })).status).toBe(202);
+    const running = await api.waitForPhase(b, 'running');
+    expect(running.status.reason).toBe('Started');
+    for (const id of [a, b]) await api.delete(`/v1/machines/${id}`);
+    for (const id of [a, b]) await api.waitForPhase(id, 'destroyed');
+  });
+
   it('a resize beyond what the host has left is 409 CAPACITY_EXCEEDED and changes nothing', async () => {
     const a = (await api.createMachine({ vcpu: 1, memory_mib: 1024, storage_gib: 5 })).body.machine_id;
     const m = await api.waitForPhase(a, 'running');

@@ -44,4 +44,32 @@ describe('WorkQueue', () => {
     expect(q.length).toBe(1);
     q.shutDown();
   });
+
+  it('addSpread hands ids over a few at a time, all of them within the period', async () => {
+    const q = new WorkQueue();
+    const ids = Array.from({ length: 100 }, (_, i) => `m${i}`);
+    q.addSpread(ids, 100);
+    expect(q.length).toBeLessThanOrEqual(10);
+    expect(q.length).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(q.length).toBe(100);
+    const got = new Set<string | undefined>();
+    for (let i = 0; i < 100; i++) got.add(await q.get());
+    expect(got).toEqual(new Set(ids));
+    q.shutDown();
+  });
+
+  it('a newer spread replaces the one in progress; shutDown stops it', async () => {
+    const q = new WorkQueue();
+    q.addSpread(Array.from({ length: 1000 }, (_, i) => `old${i}`), 1000);
+    const first = q.length;
+    q.addSpread(['new'], 100);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(q.length).toBe(first + 1);
+    q.addSpread(Array.from({ length: 1000 }, (_, i) => `late${i}`), 1000);
+    const afterShutdown = q.length;
+    q.shutDown();
+    await new Promise((r) => setTimeout(r, 60));
+    expect(q.length).toBe(afterShutdown);
+  });
 });
