@@ -25,6 +25,70 @@ async function logRevisions(id: string): Promise<number[]> {
   return (await server.hangar.store.readMachineEvents(id, 0, 10_000)).map((e) => e.revision);
 }
 
+/** A raw HTTP/1.x connection, to see the bytes on the wire (chunk framing, keep-alive). */
+async function rawHttp() {
+  const net = await import('node:net');
+  const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  let buf = '';
+  let closed = false;
+  const waiters: (() => void)[] = [];
+  const wake = () => waiters.splice(0).forEach((w) => w());
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => {
+    buf += d;
+    wake();
+  });
+  socket.on('close', () => {
+    closed = true;
+    wake();
+  });
+  const more = () => new Promise<void>((resolve) => (closed ? resolve() : waiters.push(resolve)));
+  return {
+    send: (text: string) => socket.write(text),
+    close: () => socket.destroy(),
+    async untilClosed(): Promise<string> {
+      while (!closed) await more();
+      return buf;
+    },
+    /** One chunked or content-length response, taken off the connection; its body decoded. */
+    async response(): Promise<{ head: string; body: string }> {
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end >= 0) {
+          const head = buf.slice(0, end);
+          let at = end + 4;
+          const length = /content-length: (\d+)/i.exec(head);
+          if (length !== null) {
+            const n = Number(length[1]);
+            if (buf.length >= at + n) {
+              buf = buf.slice(at + n);
+              return { head, body: '' };
+            }
+          } else {
+            let body = '';
+            for (;;) {
+              const lineEnd = buf.indexOf('\r\n', at);
+              if (lineEnd < 0) break;
+              const size = parseInt(buf.slice(at, lineEnd), 16);
+              if (buf.length < lineEnd + 2 + size + 2) break;
+              expect(buf.slice(lineEnd + 2 + size, lineEnd + 4 + size)).toBe('\r\n');
+              if (size === 0) {
+                buf = buf.slice(lineEnd + 4);
+                return { head, body };
+              }
+              body += buf.slice(lineEnd + 2, lineEnd + 2 + size);
+              at = lineEnd + 4 + size;
+            }
+          }
+        }
+        if (closed) throw new Error(`connection closed mid-response: ${JSON.stringify(buf.slice(0, 200))}`);
+        await more();
+      }
+    },
+  };
+}
+
 describe('status stream', () => {
   it('starts with retry and SSE headers, and shows every phase of a create, then ends', async () => {
     const { body } = await api.createMachine();
@@ -103,6 +167,37 @@ describe('status stream', () => {
     const stream = await openStream(streamUrl(body.machine_id), server.adminKey);
     await stream.ended;
     expect(stream.frames.map((f) => f.event)).toEqual(['status']);
+  });
+
+  it('a stream that ended leaves its keep-alive connection usable, the chunked body well formed', async () => {
+    const { body } = await api.createMachine();
+    await api.waitForPhase(body.machine_id, 'running');
+    const conn = await rawHttp();
+    conn.send(`GET /v1/machines/${body.machine_id}/status/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.adminKey}\r\nLast-Event-ID: 0\r\n\r\n`);
+    const stream = await conn.response();
+    expect(stream.head).toMatch(/^HTTP\/1\.1 200/);
+    expect(stream.head).toMatch(/transfer-encoding: chunked/i);
+    expect(stream.body.match(/^event: status$/gm)).toHaveLength(4);
+    expect(stream.body.startsWith('retry: 1000\n\n')).toBe(true);
+    // The same connection answers the next request.
+    conn.send('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect((await conn.response()).head).toMatch(/^HTTP\/1\.1 200/);
+    conn.close();
+  });
+
+  it('an HTTP/1.0 client gets the same frames unchunked, ending with the connection', async () => {
+    const { body } = await api.createMachine();
+    await api.waitForPhase(body.machine_id, 'running');
+    const conn = await rawHttp();
+    conn.send(`GET /v1/machines/${body.machine_id}/status/stream HTTP/1.0\r\nAuthorization: Bearer ${server.adminKey}\r\nLast-Event-ID: 0\r\n\r\n`);
+    const all = await conn.untilClosed();
+    const [head, rest] = [all.slice(0, all.indexOf('\r\n\r\n')), all.slice(all.indexOf('\r\n\r\n') + 4)];
+    expect(head).toMatch(/^HTTP\/1\.1 200/);
+    expect(head).not.toMatch(/transfer-encoding/i);
+    expect(rest.startsWith('retry: 1000\n\n')).toBe(true);
+    expect(rest).not.toMatch(/\r\n/); // no chunk framing: SSE lines end in \n only
+    const ids = [...rest.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    expect(ids).toEqual(await logRevisions(body.machine_id));
   });
 
   it('Last-Event-ID at the machine\'s revision: a converged machine ends at once, with no frame', async () => {
