@@ -35,8 +35,9 @@ export class WatcherRegistry {
     this.watchers.add(w);
     this.stats.opened++;
     if (this.timer === null) {
-      // Sweeping at a quarter of the interval keeps bookmarks within 25% of it.
-      const tick = Math.max(5, Math.min(1000, Math.floor(this.bookmarkIntervalMs / 4)));
+      // Frequent small sweeps rather than one a second: a sweep writes every bookmark that is due, and
+      // thousands of them in one go hold up the frames of real changes committed meanwhile.
+      const tick = Math.max(5, Math.min(50, Math.floor(this.bookmarkIntervalMs / 4)));
       this.timer = setInterval(() => this.sweep(), tick);
       this.timer.unref();
     }
