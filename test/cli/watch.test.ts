@@ -76,8 +76,8 @@ describe('hangar machines watch', () => {
 
   beforeAll(async () => {
     assertBuilt();
-    // Slow runtime steps, so a watch started after a mutation sees the rest live.
-    server = await startTestServer({ env: { SIM_LATENCY_MS: '1500' } });
+    // Slow runtime steps, so a watch started after a mutation sees the rest live (the CLI takes over a second to start on a loaded box).
+    server = await startTestServer({ env: { SIM_LATENCY_MS: '3000' } });
     api = new Api(server.url, server.adminKey);
   });
   afterAll(async () => {
@@ -98,7 +98,7 @@ describe('hangar machines watch', () => {
     expect(frames.at(-1)).toMatchObject({ phase: 'sleeping', reason: 'Stopped' });
     expect(frames.map((f) => f.phase)).not.toContain('accepted');
     for (let i = 1; i < frames.length; i++) expect(frames[i]!.revision).toBeGreaterThan(frames[i - 1]!.revision);
-    // Stopping takes the runtime's 1.5 s; the sleeping frame says so.
+    // Stopping takes the runtime's 3 s; the sleeping frame says so.
     expect(frames.at(-1)!.seconds).toBeGreaterThanOrEqual(1);
     const last = (await api.get<LifecycleResponse>(`/v1/machines/${running.machine_id}`)).body;
     expect(frames.at(-1)!.revision).toBe(Number(last.status.revision));
