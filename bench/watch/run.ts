@@ -140,6 +140,7 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
     const connectedEach = pids.map((p) => rssKiB(p));
     const fdsEach = pids.map((p) => openFds(p));
     const rssConnectedKiB = sumRssKiB(pids);
+    if (target.heap !== undefined) console.log(`  connected: RSS ${fmt(rssConnectedKiB / 1024)} MiB, ${await target.heap()}`);
     if (multi) console.log(`  per process: ${pids.map((p, i) => `pid ${p}: ${fdsEach[i]} fds, RSS ${fmt(idleEach[i]! / 1024)} -> ${fmt(connectedEach[i]! / 1024)} MiB`).join('; ')}`);
 
     // Changes at a fixed rate (bounded in flight), round-robin over the topics.
@@ -198,6 +199,7 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
     const primaryCpuMs = multi ? cpuMs(target.pid) - primaryCpu0 : undefined;
     const afterEach = pids.map((p) => rssKiB(p));
     const rssAfterKiB = afterEach.reduce((a, b) => a + b, 0);
+    if (target.heap !== undefined) console.log(`  after changes: RSS ${fmt(rssAfterKiB / 1024)} MiB, ${await target.heap()}`);
     const perProcess: ProcessShare[] = pids.map((pid, i) => ({
       pid,
       fds: fdsEach[i]!,

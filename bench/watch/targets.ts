@@ -27,6 +27,8 @@ export interface Target {
   settle(): Promise<void>;
   /** Every revision of topic `i` the system committed (the authoritative sequence a watcher must see), or undefined: the revisions `change` returned. */
   history(i: number): Promise<number[] | undefined>;
+  /** Hangar (one process): where its memory is, from /metrics (heap used / heap total / external, MiB), for the log. */
+  heap?(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -137,6 +139,18 @@ export async function startHangarTarget(topics: number, opts: TargetOptions): Pr
         100,
       );
     },
+    ...(replicas > 1
+      ? {}
+      : {
+          heap: async () => {
+            const text = (await client.send('GET', '/metrics')).body;
+            const mib = (name: string): string => {
+              const m = new RegExp(`^hangar_nodejs_${name} (\\S+)`, 'm').exec(text);
+              return m === null ? '?' : (Number(m[1]) / 2 ** 20).toFixed(0);
+            };
+            return `heap ${mib('heap_size_used_bytes')}/${mib('heap_size_total_bytes')} MiB, external ${mib('external_memory_bytes')} MiB`;
+          },
+        }),
     history: async (i) => {
       // The event log, replayed from the start with Last-Event-ID: 0, up to the machine's current revision.
       const current = Number((await client.json<Lifecycle>('GET', `/v1/machines/${ids[i]}`)).status.revision);
