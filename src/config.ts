@@ -29,6 +29,8 @@ export interface Config {
     readonly reserveVcpu: number;
     readonly reserveMemoryMib: number;
     readonly reserveStorageGib: number;
+    /** Sandboxes kept booted ahead of time so a new machine starts without booting; 0: off. */
+    readonly poolSize: number;
   };
   readonly api: {
     readonly bodyLimitBytes: number;
@@ -136,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, flags: Flags = 
       reserveVcpu: num('LOCAL_RESERVE_VCPU', 0.5, 0, 4096),
       reserveMemoryMib: int('LOCAL_RESERVE_MEMORY_MIB', 1024),
       reserveStorageGib: int('LOCAL_RESERVE_STORAGE_GIB', 5),
+      poolSize: int('LOCAL_POOL_SIZE', 2, 0, 64),
     },
     api: {
       bodyLimitBytes: int('BODY_LIMIT_BYTES', 1024 * 1024, 1024),

@@ -1,7 +1,8 @@
 /**
  * Latency of the real local runtime through the whole stack: a `hangar serve`
  * child process (HANGAR_RUNTIME=local) driven over HTTP. Measures
- *   create -> running, sleep (running -> sleeping), wake (sleeping -> running),
+ *   create -> running (a warm pool bind, or a cold boot on a pool miss),
+ *   sleep (running -> sleeping), wake (sleeping -> running),
  *   and an execution round trip (POST `true` -> GET says succeeded),
  * each from the request's start until a GET first shows the result (GETs 1 ms
  * apart, so figures include up to ~1 ms of polling granularity).
@@ -114,6 +115,8 @@ async function main(): Promise<void> {
     `Run ${new Date().toISOString()} on ${cpus().length} x ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Linux ${release()}, Node ${process.version}.`,
     'A `hangar serve` child process with HANGAR_RUNTIME=local and SQLite, driven over HTTP (keep-alive) one request at a time;',
     'each figure runs from the request until a GET (1 ms apart) first shows the result. Machines: 0.25 vCPU, 64 MiB, 1 GiB.',
+    'The runtime keeps its default warm pool (2 pre-booted sandboxes, docs/local-runtime.md), so a create binds one unless',
+    'the pool has not refilled since the previous create; measuring starts as soon as the server is up.',
     '',
     table,
     '',

@@ -23,6 +23,7 @@ export async function createRuntime(config: Config, log: Logger): Promise<Runtim
     return local.createLocalRuntime({
       stateDir: config.local.stateDir,
       reserve: { vcpu: config.local.reserveVcpu, memoryMib: config.local.reserveMemoryMib, storageGib: config.local.reserveStorageGib },
+      poolSize: config.local.poolSize,
       logger: log.child({ component: 'local-runtime' }),
     });
   }

@@ -7,6 +7,7 @@
  * derived from the state directory so two runtimes on one host (tests, a
  * second controlplane) never touch each other's machines.
  */
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseMountinfo } from './mountinfo.js';
@@ -41,6 +42,20 @@ export interface CgroupLimits {
 }
 
 export type FreezeState = 'thawed' | 'freezing' | 'frozen';
+
+interface MemoryState {
+  /** v1: memory.memsw.limit_in_bytes exists (swap accounting); v2: memory.swap.max exists. */
+  readonly swapFile: boolean;
+  /** v1 with swap accounting: the current memory limit. */
+  readonly limitBytes: number;
+}
+
+interface LimitWrite {
+  readonly file: string;
+  readonly value: string;
+  /** Best effort: some kernels lack the file or refuse the value. */
+  readonly optional: boolean;
+}
 
 /** Which cgroup version is usable here, and where. null: no usable cgroups. */
 export type CgroupLayout =
@@ -143,46 +158,79 @@ export class Cgroups {
   }
 
   async setLimits(machineId: string, limits: CgroupLimits): Promise<void> {
-    const quota = Math.max(MIN_CPU_QUOTA_US, Math.round(limits.vcpu * CPU_PERIOD_US));
-    const memBytes = Math.round(limits.memoryMib * MIB);
-    if (this.layout.version === 1) {
-      const cpu = this.dir('cpu', machineId);
-      await writeFile(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-      await writeFile(join(cpu, 'cpu.cfs_quota_us'), String(quota));
-      await writeFile(join(cpu, 'cpu.shares'), String(Math.max(2, Math.round(limits.vcpu * SHARES_PER_VCPU))));
-      await this.setMemoryV1(this.dir('memory', machineId), memBytes);
-      await writeFile(join(this.dir('pids', machineId), 'pids.max'), String(limits.pidsMax));
-    } else {
-      const d = this.dir('', machineId);
-      await writeFile(join(d, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
-      await writeFile(join(d, 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(limits.vcpu * WEIGHT_PER_VCPU)))));
-      await writeFile(join(d, 'memory.max'), String(memBytes));
-      // No swap: past its memory a machine's own processes are OOM-killed, not paged out.
-      if (await pathExists(join(d, 'memory.swap.max'))) await writeFile(join(d, 'memory.swap.max'), '0');
-      await writeFile(join(d, 'pids.max'), String(limits.pidsMax));
+    for (const w of this.limitWrites(machineId, limits, await this.memoryState(machineId))) {
+      if (w.optional) await writeFile(w.file, w.value).catch(() => undefined);
+      else await writeFile(w.file, w.value);
     }
   }
 
   /**
-   * memsw (memory+swap) must stay >= the memory limit at every step, so the
-   * order of the two writes depends on the direction of the change.
+   * setLimits, synchronously. Only for a sandbox that uses next to no memory
+   * (a warm pool entry being bound): lowering a busy machine's memory makes
+   * the kernel reclaim inside the write, which must not block the event loop.
+   * Here the writes never wait on anything, so they take microseconds, where
+   * each async write costs three thread-pool round trips (about 1 ms on a busy
+   * host) and together they were most of a pooled start.
    */
-  private async setMemoryV1(dir: string, bytes: number): Promise<void> {
-    const limitFile = join(dir, 'memory.limit_in_bytes');
-    const memswFile = join(dir, 'memory.memsw.limit_in_bytes');
-    if (!(await pathExists(memswFile))) {
-      await writeFile(limitFile, String(bytes));
-      await writeFile(join(dir, 'memory.swappiness'), '0').catch(() => undefined);
-      return;
+  setLimitsNow(machineId: string, limits: CgroupLimits): void {
+    for (const w of this.limitWrites(machineId, limits, this.memoryStateNow(machineId))) {
+      try {
+        writeFileSync(w.file, w.value);
+      } catch (e) {
+        if (!w.optional) throw e;
+      }
     }
-    const current = Number(await readTrim(limitFile));
-    if (bytes > current) {
-      await writeFile(memswFile, String(bytes));
-      await writeFile(limitFile, String(bytes));
-    } else {
-      await writeFile(limitFile, String(bytes));
-      await writeFile(memswFile, String(bytes));
+  }
+
+  /** What the order of the memory writes depends on: v1 memsw, whose limit must never fall below memory's. */
+  private async memoryState(machineId: string): Promise<MemoryState> {
+    if (this.layout.version === 2) return { swapFile: await pathExists(join(this.dir('', machineId), 'memory.swap.max')), limitBytes: 0 };
+    const dir = this.dir('memory', machineId);
+    if (!(await pathExists(join(dir, 'memory.memsw.limit_in_bytes')))) return { swapFile: false, limitBytes: 0 };
+    return { swapFile: true, limitBytes: Number(await readTrim(join(dir, 'memory.limit_in_bytes'))) };
+  }
+
+  private memoryStateNow(machineId: string): MemoryState {
+    if (this.layout.version === 2) return { swapFile: existsSync(join(this.dir('', machineId), 'memory.swap.max')), limitBytes: 0 };
+    const dir = this.dir('memory', machineId);
+    if (!existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) return { swapFile: false, limitBytes: 0 };
+    return { swapFile: true, limitBytes: Number(readFileSync(join(dir, 'memory.limit_in_bytes'), 'utf8').trim()) };
+  }
+
+  /** The files to write for `limits`, in an order the kernel accepts. */
+  private limitWrites(machineId: string, limits: CgroupLimits, mem: MemoryState): LimitWrite[] {
+    const quota = String(Math.max(MIN_CPU_QUOTA_US, Math.round(limits.vcpu * CPU_PERIOD_US)));
+    const memBytes = Math.round(limits.memoryMib * MIB);
+    const w = (file: string, value: string, optional = false): LimitWrite => ({ file, value, optional });
+    if (this.layout.version === 2) {
+      const d = this.dir('', machineId);
+      return [
+        w(join(d, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`),
+        w(join(d, 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(limits.vcpu * WEIGHT_PER_VCPU))))),
+        w(join(d, 'memory.max'), String(memBytes)),
+        // No swap: past its memory a machine's own processes are OOM-killed, not paged out.
+        ...(mem.swapFile ? [w(join(d, 'memory.swap.max'), '0')] : []),
+        w(join(d, 'pids.max'), String(limits.pidsMax)),
+      ];
     }
+    const cpu = this.dir('cpu', machineId);
+    const memory = this.dir('memory', machineId);
+    const limit = w(join(memory, 'memory.limit_in_bytes'), String(memBytes));
+    const memsw = w(join(memory, 'memory.memsw.limit_in_bytes'), String(memBytes));
+    // memsw (memory+swap) must stay >= the memory limit at every step, so the order of the
+    // two writes depends on the direction of the change. Without swap accounting, no swapping.
+    const memoryWrites = !mem.swapFile
+      ? [limit, w(join(memory, 'memory.swappiness'), '0', true)]
+      : memBytes > mem.limitBytes
+        ? [memsw, limit]
+        : [limit, memsw];
+    return [
+      w(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US)),
+      w(join(cpu, 'cpu.cfs_quota_us'), quota),
+      w(join(cpu, 'cpu.shares'), String(Math.max(2, Math.round(limits.vcpu * SHARES_PER_VCPU)))),
+      ...memoryWrites,
+      w(join(this.dir('pids', machineId), 'pids.max'), String(limits.pidsMax)),
+    ];
   }
 
   async freezeState(machineId: string): Promise<FreezeState | null> {
@@ -271,7 +319,27 @@ export class Cgroups {
     }
   }
 
-  /** Machine ids that have a cgroup in this scope. */
+  /**
+   * Whether a cgroup can be renamed with its processes in it. Only v1 allows
+   * rename(2) on a cgroup directory (within its parent); v2 has no rename.
+   */
+  get canRename(): boolean {
+    return this.layout.version === 1;
+  }
+
+  /**
+   * Renames `from`'s cgroups to `to` in every hierarchy, processes, limits and
+   * all: the warm pool hands a booted sandbox to a machine this way. The
+   * sandbox's read-only view of its cgroups and its cgroup namespace follow
+   * the directory, not the name. Fails (EEXIST) when `to` already has one.
+   */
+  renameNow(from: string, to: string): void {
+    if (!this.canRename) throw new Error('cgroup v2 cannot rename cgroups');
+    // Synchronous like setLimitsNow: a rename in cgroupfs takes microseconds.
+    for (const d of this.uniqueScopeDirs()) renameSync(join(d, from), join(d, to));
+  }
+
+  /** Names with a cgroup in this scope: machine ids, and warm pool entries (never a valid machine id). */
   async machineIds(): Promise<string[]> {
     const ids = new Set<string>();
     for (const dir of this.uniqueScopeDirs()) {

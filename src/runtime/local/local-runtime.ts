@@ -10,7 +10,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, realpath, rename, stat, statfs, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Host } from '../../domain/placement.js';
@@ -19,12 +19,19 @@ import type { ExecHandle, ExecRequest, ExecRuntime, Observation, OutputListener,
 import { RuntimeError } from '../runtime.js';
 import { Cgroups, type CgroupLimits } from './cgroups.js';
 import { startExec } from './exec.js';
-import { isAlive, killQuietly, waitFor } from './proc.js';
+import { NOOP_LOGGER, type Logger } from './log.js';
+import { pathExists, TRAVERSE_ONLY } from './paths.js';
+import { WarmPool, type PoolEntry, type PoolStats } from './pool.js';
+import { isAlive } from './proc.js';
 import { ensureBusyboxImage, ensureTools, imageOwner } from './rootfs.js';
 import { boot, BootError, type BootRecord } from './sandbox.js';
 import { machinePaths, pathProblem, Storage, type MachinePaths } from './storage.js';
 import { probeLocalEnvironment, type LocalEnvironment } from './support.js';
+import { teardownSandbox } from './teardown.js';
 import { sizesEqual } from '../../domain/sizes.js';
+
+export type { Logger } from './log.js';
+export type { PoolStats } from './pool.js';
 
 /** How often sandboxes are checked for a dead init (the exit of ones we booted is noticed at once). */
 const EXIT_POLL_MS = 1_000;
@@ -35,16 +42,8 @@ const DEFAULT_PIDS_MAX = 4_096;
 const DEFAULT_RESERVE: Sizes = { vcpu: 0, memoryMib: 512, storageGib: 5 };
 /** Machine ids become directory, cgroup and host names. */
 const MACHINE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-/** How long a killed sandbox may take to be gone entirely. */
-const TEARDOWN_DEADLINE_MS = 10_000;
-const TEARDOWN_POLL_MS = 5;
-/** rwx--x--x: root owns it, the sandboxes' setup may only pass through. */
-const TRAVERSE_ONLY = 0o711;
-
-export interface Logger {
-  info(...a: unknown[]): void;
-  warn(...a: unknown[]): void;
-}
+/** Warm pool entries kept ready by default: enough for back-to-back creates on a small host. */
+export const DEFAULT_POOL_SIZE = 2;
 
 export interface LocalRuntimeOptions {
   /** Where images, machine storage and state live. Must be on a local filesystem. */
@@ -61,6 +60,12 @@ export interface LocalRuntimeOptions {
   /** Host id reported by hosts(); default local-<hostname>. */
   readonly hostId?: string;
   readonly pidsMax?: number;
+  /**
+   * Sandboxes kept booted ahead of time, so that a new machine starts by
+   * binding one instead of booting (see pool.ts). 0 disables the pool; it is
+   * also off on cgroup v2, which cannot rename a cgroup. Default 2.
+   */
+  readonly poolSize?: number;
 }
 
 interface MachineRecord {
@@ -70,6 +75,8 @@ interface MachineRecord {
   /** Size of the storage filesystem itself; below sizes.storageGib while a grow is deferred. */
   readonly fsGib: number;
   readonly boot: BootRecord | null;
+  /** The current boot is a warm pool entry bound to this machine. */
+  readonly pooled?: boolean;
 }
 
 /** Diagnostics (tests, support): where a machine lives on the host. */
@@ -78,9 +85,9 @@ export interface SandboxInfo {
   readonly monitorPid: number;
   readonly machineDir: string;
   readonly cgroupDirs: readonly string[];
+  /** The current boot came from the warm pool. */
+  readonly pooled: boolean;
 }
-
-const NOOP_LOGGER: Logger = { info: () => undefined, warn: () => undefined };
 
 function wrap(e: unknown, what: string): RuntimeError {
   if (e instanceof RuntimeError) return e;
@@ -115,12 +122,15 @@ export class LocalRuntime implements Runtime, ExecRuntime {
     private readonly logger: Logger,
     hostId: string,
     private readonly pidsMax: number,
+    /** null: disabled. */
+    private readonly pool: WarmPool | null,
   ) {
     this.machinesDir = join(stateDir, 'machines');
     this.capacity = capacity;
     this.hostId = hostId;
     this.poller = setInterval(() => void this.pollExits(), EXIT_POLL_MS);
     this.poller.unref();
+    this.pool?.start();
   }
 
   async hosts(): Promise<Host[]> {
@@ -138,6 +148,7 @@ export class LocalRuntime implements Runtime, ExecRuntime {
           this.watched.set(spec.machineId, rec.boot);
           return;
         }
+        if (rec === null && (await this.startFromPool(spec))) return;
         await this.coldBoot(spec);
       } catch (e) {
         throw wrap(e, `starting ${spec.machineId}`);
@@ -200,7 +211,8 @@ export class LocalRuntime implements Runtime, ExecRuntime {
     const known = new Map(expected.filter((e) => e.hostId === this.hostId).map((e) => [e.machineId, e]));
     const onDisk = await this.machineIds();
     const inCgroups = await this.cgroups.machineIds();
-    for (const id of new Set([...onDisk, ...inCgroups])) {
+    // Pool entries (not valid machine ids) are the pool's own business.
+    for (const id of new Set([...onDisk, ...inCgroups].filter((i) => MACHINE_ID.test(i)))) {
       if (!known.has(id)) {
         this.logger.info({ machineId: id }, 'local runtime: removing a sandbox the store does not know');
         await this.destroy(id);
@@ -226,6 +238,7 @@ export class LocalRuntime implements Runtime, ExecRuntime {
     this.closed = true;
     clearInterval(this.poller);
     await Promise.allSettled([...this.locks.values()]);
+    await this.pool?.close();
     this.watched.clear();
     this.children.clear();
     await this.cgroups.removeScopeIfEmpty();
@@ -250,7 +263,13 @@ export class LocalRuntime implements Runtime, ExecRuntime {
       monitorPid: rec.boot.monitor.pid,
       machineDir: join(this.machinesDir, machineId),
       cgroupDirs: this.cgroups.dirs(machineId),
+      pooled: rec.pooled === true,
     };
+  }
+
+  /** The warm pool's state (diagnostics, tests); null when it is disabled. */
+  poolStats(): PoolStats | null {
+    return this.pool?.stats() ?? null;
   }
 
   /** CPU time the machine has used, in microseconds (metrics, tests). */
@@ -259,6 +278,57 @@ export class LocalRuntime implements Runtime, ExecRuntime {
   }
 
   // --- internals -----------------------------------------------------------
+
+  /** Starts a new machine on a warm pool entry of its storage size; false when there is none or binding failed. */
+  private async startFromPool(spec: SandboxSpec): Promise<boolean> {
+    if (this.pool === null) return false;
+    // Anything on disk for this id (a crashed boot or destroy) is the cold path's to deal with.
+    if (await pathExists(this.paths(spec.machineId).dir)) return false;
+    const entry = this.pool.take(spec.sizes.storageGib);
+    if (entry === null) return false;
+    try {
+      await this.bind(entry, spec);
+      return true;
+    } catch (e) {
+      this.logger.warn({ machineId: spec.machineId, entry: entry.id, err: e }, 'local runtime: binding a pool entry failed; booting cold');
+      // Kills the entry's sandbox by pid, whatever its cgroups are called by now; the cold
+      // boot then empties and reuses any cgroup already renamed to the machine.
+      await this.pool.discard(entry).catch((err: unknown) => this.logger.warn({ entry: entry.id, err }, 'local runtime: removing a pool entry failed'));
+      return false;
+    }
+  }
+
+  /**
+   * Makes a pool entry the machine's: its limits, its cgroups' name, its
+   * hostname, its record and directory. The sandbox's own view follows: its
+   * cgroup bind mounts and root are directories, not names.
+   */
+  private async bind(entry: PoolEntry, spec: SandboxSpec): Promise<void> {
+    const id = spec.machineId;
+    // The sandbox takes its hostname while we do the rest.
+    const named = entry.channel.claim(id);
+    named.catch(() => undefined); // awaited below; a failure must not go unhandled while we work
+    // Synchronous on purpose: a handful of cgroupfs writes and renames that never wait on
+    // anything (see Cgroups.setLimitsNow); async, their round trips were most of the bind.
+    this.cgroups.setLimitsNow(entry.id, this.limits(spec.sizes));
+    this.cgroups.renameNow(entry.id, id);
+    const rec: MachineRecord = { machineId: id, hostId: spec.hostId, sizes: spec.sizes, fsGib: entry.storageGib, boot: entry.boot, pooled: true };
+    // Recorded inside the entry's directory, which is then renamed into place (mounts and
+    // all): the machine's directory appears complete or not at all.
+    await writeFile(join(entry.paths.dir, 'machine.json'), JSON.stringify(rec));
+    await named;
+    await rename(entry.paths.dir, this.paths(id).dir);
+    this.watch(id, entry.boot, entry.child);
+  }
+
+  private watch(machineId: string, record: BootRecord, child: ChildProcess): void {
+    this.watched.set(machineId, record);
+    this.children.set(machineId, child);
+    child.once('exit', () => {
+      if (this.children.get(machineId) === child) this.children.delete(machineId);
+      void this.checkExit(machineId, record);
+    });
+  }
 
   private async coldBoot(spec: SandboxSpec): Promise<void> {
     const id = spec.machineId;
@@ -276,7 +346,7 @@ export class LocalRuntime implements Runtime, ExecRuntime {
     await this.cgroups.thaw(id);
     await this.writeRecord({ machineId: id, hostId: spec.hostId, sizes, fsGib: storageGib, boot: null });
     const { record, child } = await boot(this.env.tools, {
-      machineId: id,
+      hostname: id,
       rootfs: paths.rootfs,
       busybox: this.busybox,
       cgroupProcs: this.cgroups.procsFiles(id),
@@ -285,39 +355,14 @@ export class LocalRuntime implements Runtime, ExecRuntime {
       consoleLog: join(paths.dir, 'console.log'),
     });
     await this.writeRecord({ machineId: id, hostId: spec.hostId, sizes, fsGib: storageGib, boot: record });
-    this.watched.set(id, record);
-    this.children.set(id, child);
-    child.once('exit', () => {
-      if (this.children.get(id) === child) this.children.delete(id);
-      void this.checkExit(id, record);
-    });
+    this.watch(id, record, child);
   }
 
   private async teardown(machineId: string): Promise<void> {
     this.watched.delete(machineId);
     this.children.delete(machineId);
-    const paths = this.paths(machineId);
     const boot = (await this.readRecord(machineId))?.boot ?? null;
-    if (boot !== null && (await isAlive(boot.init))) {
-      // Init first: the kernel then kills everything in the pid namespace while the exec
-      // helpers outside it are still alive to reap their children. Killing all at once
-      // orphans those children to the host's init, which may take its time reaping them.
-      killQuietly(boot.init.pid, 'SIGKILL');
-      if ((await this.cgroups.freezeState(machineId)) !== 'thawed') await this.cgroups.thaw(machineId);
-      await waitFor(async () => !(await isAlive(boot.init)), TEARDOWN_DEADLINE_MS, TEARDOWN_POLL_MS);
-    }
-    const gone = await this.cgroups.killAll(machineId);
-    // An exiting task leaves its cgroup before it is gone (pid 1 of a namespace waits for its
-    // children first): wait for the recorded processes themselves too.
-    const exited =
-      boot === null ||
-      (await waitFor(async () => !(await isAlive(boot.init)) && !(await isAlive(boot.monitor)), TEARDOWN_DEADLINE_MS, TEARDOWN_POLL_MS));
-    if (!gone || !exited) {
-      throw new RuntimeError(`processes of ${machineId} would not die`, { retryable: true, reason: 'TeardownStuck' });
-    }
-    await this.cgroups.remove(machineId);
-    await this.storage.unmountAll(paths);
-    await rm(paths.dir, { recursive: true, force: true });
+    await teardownSandbox({ cgroups: this.cgroups, storage: this.storage }, machineId, this.paths(machineId), boot);
   }
 
   private async applySizes(rec: MachineRecord, sizes: Sizes): Promise<void> {
@@ -475,9 +520,29 @@ export async function createLocalRuntime(opts: LocalRuntimeOptions): Promise<Loc
     storageGib: Math.max(0, Math.floor((fsStats.blocks * fsStats.bsize) / GIB) - reserve.storageGib),
   };
   const hostId = opts.hostId ?? `local-${hostname()}`;
+  const pidsMax = opts.pidsMax ?? DEFAULT_PIDS_MAX;
+  let poolSize = opts.poolSize ?? DEFAULT_POOL_SIZE;
+  if (poolSize > 0 && !cgroups.canRename) {
+    logger.info('local runtime: the warm pool is off on cgroup v2 (no cgroup rename); every start boots cold');
+    poolSize = 0;
+  }
+  const poolOptions = {
+    size: poolSize,
+    dir: join(stateDir, 'pool'),
+    cgroups,
+    storage,
+    tools: env.tools,
+    ids: env.ids,
+    imageDir,
+    busybox,
+    pidsMax,
+    logger,
+  };
+  // Swept even when disabled: what a killed controlplane's pool left behind goes either way.
+  const pool = poolSize > 0 ? await WarmPool.open(poolOptions) : (await WarmPool.sweep(poolOptions), null);
   logger.info(
-    { hostId, cgroupVersion: cgroups.version, capacity, imageDir, stateDir },
+    { hostId, cgroupVersion: cgroups.version, capacity, imageDir, stateDir, poolSize },
     'local runtime ready',
   );
-  return new LocalRuntime(env, cgroups, storage, imageDir, busybox, stateDir, capacity, logger, hostId, opts.pidsMax ?? DEFAULT_PIDS_MAX);
+  return new LocalRuntime(env, cgroups, storage, imageDir, busybox, stateDir, capacity, logger, hostId, pidsMax, pool);
 }

@@ -10,3 +10,6 @@ export async function pathExists(p: string): Promise<boolean> {
     return false;
   }
 }
+
+/** rwx--x--x: root owns it, the sandboxes' setup may only pass through. */
+export const TRAVERSE_ONLY = 0o711;

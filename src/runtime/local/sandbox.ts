@@ -15,10 +15,16 @@
  * The chain runs in its own session with no pipe back to us once booted, so
  * it survives the controlplane; what we need to find it again (pids and their
  * start times) is recorded in the machine directory.
+ *
+ * A claimable boot (the warm pool) differs in one thing: its idle workload
+ * first waits on a pipe for the name of the machine it becomes, sets it as its
+ * hostname and acknowledges, and only then drops the pipe. If the controlplane
+ * dies first the pipe reads EOF and the unclaimed sandbox exits by itself.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { identify, killQuietly, type ProcIdentity } from './proc.js';
 
@@ -30,6 +36,9 @@ const MAX_HOSTNAME = 64;
 export const SANDBOX_BUSYBOX = '/.hangar/busybox';
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const READY_TOKEN = 'hangar-ready';
+const CLAIMED_TOKEN = 'hangar-claimed';
+/** Taking a name is a pipe round trip and one `hostname`: normally a millisecond or two. */
+const CLAIM_DEADLINE_MS = 5_000;
 /** How much of the console log to quote when a boot fails. */
 const CONSOLE_TAIL_BYTES = 2_000;
 
@@ -53,7 +62,8 @@ export interface BootRecord {
 }
 
 export interface BootOptions {
-  readonly machineId: string;
+  /** The sandbox's hostname: the machine id, or a placeholder for a pool entry until it is claimed. */
+  readonly hostname: string;
   /** Host path of the machine's root filesystem (the overlay mount). */
   readonly rootfs: string;
   /** Host path of the static busybox bound at SANDBOX_BUSYBOX. */
@@ -84,11 +94,25 @@ const INIT_SCRIPT = [
   `exec ${SANDBOX_BUSYBOX} sleep inf`,
 ].join('\n');
 
+/**
+ * pid 2 of a pool entry: up, then waits on fd 6 for its machine's name. EOF
+ * means the controlplane that prepared it is gone: exiting takes the whole
+ * sandbox down, so a killed controlplane leaves no live pool sandboxes.
+ */
+const CLAIMABLE_INIT_SCRIPT = [
+  `echo ${READY_TOKEN} >&4`,
+  'read -r name <&6 || exit 0',
+  `${SANDBOX_BUSYBOX} hostname "$name" || exit 1`,
+  `echo ${CLAIMED_TOKEN} >&4`,
+  'exec 3>&- 4>&- 5<&- 6<&- >/dev/null 2>&1 </dev/null',
+  `exec ${SANDBOX_BUSYBOX} sleep inf`,
+].join('\n');
+
 function bwrapArgs(o: BootOptions): string[] {
   const args = [
     '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup',
     '--new-session',
-    '--hostname', o.machineId.slice(0, MAX_HOSTNAME),
+    '--hostname', o.hostname.slice(0, MAX_HOSTNAME),
     '--bind', o.rootfs, '/',
     '--proc', '/proc',
     '--dev', '/dev',
@@ -99,7 +123,7 @@ function bwrapArgs(o: BootOptions): string[] {
     '--remount-ro', '/sys',
     '--ro-bind', o.busybox, SANDBOX_BUSYBOX,
     '--chdir', '/root',
-    '--clearenv', '--setenv', 'PATH', DEFAULT_PATH, '--setenv', 'HOME', '/root', '--setenv', 'HOSTNAME', o.machineId.slice(0, MAX_HOSTNAME),
+    '--clearenv', '--setenv', 'PATH', DEFAULT_PATH, '--setenv', 'HOME', '/root', '--setenv', 'HOSTNAME', o.hostname.slice(0, MAX_HOSTNAME),
     '--info-fd', '3',
   );
   return args;
@@ -107,8 +131,76 @@ function bwrapArgs(o: BootOptions): string[] {
 
 export class BootError extends Error {}
 
+/** Our end of a pool entry's naming pipe. */
+export interface ClaimChannel {
+  /** Gives the sandbox its machine's name (hostname); resolves once its init has taken it. */
+  claim(hostname: string): Promise<void>;
+  /** Drops our end without claiming: the sandbox then exits by itself. */
+  close(): void;
+}
+
+export interface Booted {
+  readonly record: BootRecord;
+  readonly child: ChildProcess;
+}
+
 /** Boots the sandbox and resolves once its init runs inside the finished namespaces. */
-export async function boot(tools: SandboxTools, o: BootOptions): Promise<{ record: BootRecord; child: ChildProcess }> {
+export async function boot(tools: SandboxTools, o: BootOptions): Promise<Booted> {
+  const { record, child, ready } = await spawnChain(tools, o, INIT_SCRIPT, false);
+  ready.destroy();
+  return { record, child };
+}
+
+/** Boots a sandbox that waits to be named: a warm pool entry. */
+export async function bootClaimable(tools: SandboxTools, o: BootOptions): Promise<Booted & { channel: ClaimChannel }> {
+  const { record, child, ready, namePipe } = await spawnChain(tools, o, CLAIMABLE_INIT_SCRIPT, true);
+  if (namePipe === null) throw new BootError('no naming pipe'); // spawnChain always makes one when asked
+  return { record, child, channel: claimChannel(ready, namePipe) };
+}
+
+function claimChannel(ready: Readable, namePipe: Writable): ClaimChannel {
+  let used = false;
+  const close = () => {
+    ready.destroy();
+    namePipe.destroy();
+  };
+  return {
+    close,
+    claim(hostname) {
+      if (used) return Promise.reject(new BootError('pool sandbox already claimed'));
+      used = true;
+      if (ready.destroyed || ready.readableEnded) return Promise.reject(new BootError('pool sandbox has exited'));
+      return new Promise<void>((resolve, reject) => {
+        let text = '';
+        const done = (err?: Error) => {
+          clearTimeout(timer);
+          close();
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const timer = setTimeout(() => done(new BootError(`pool sandbox did not take its name within ${CLAIM_DEADLINE_MS} ms`)), CLAIM_DEADLINE_MS);
+        ready.on('data', (c: Buffer) => {
+          text += c.toString();
+          if (text.includes(CLAIMED_TOKEN)) done();
+        });
+        ready.once('close', () => done(new BootError('pool sandbox exited before taking its name')));
+        namePipe.write(`${hostname.slice(0, MAX_HOSTNAME)}\n`);
+      });
+    },
+  };
+}
+
+/** Keeps node's event loop free of a pipe that may stay open for the life of a pool entry. */
+function unrefStream(s: Readable | Writable): void {
+  (s as Partial<Socket>).unref?.();
+}
+
+async function spawnChain(
+  tools: SandboxTools,
+  o: BootOptions,
+  initScript: string,
+  withNamePipe: boolean,
+): Promise<Booted & { ready: Readable; namePipe: Writable | null }> {
   const consoleFd = openSync(o.consoleLog, 'a');
   let child: ChildProcess;
   try {
@@ -122,21 +214,25 @@ export async function boot(tools: SandboxTools, o: BootOptions): Promise<{ recor
         '--setuid', '0', '--setgid', '0',
         '--',
         // Arguments over a pipe: the sandbox's pid 1 shows no host paths in its command line.
-        tools.bwrap, '--args', '5', SANDBOX_BUSYBOX, 'sh', '-c', INIT_SCRIPT,
+        tools.bwrap, '--args', '5', SANDBOX_BUSYBOX, 'sh', '-c', initScript,
       ],
       {
         detached: true,
-        stdio: ['ignore', consoleFd, consoleFd, 'pipe', 'pipe', 'pipe'],
+        stdio: ['ignore', consoleFd, consoleFd, 'pipe', 'pipe', 'pipe', withNamePipe ? 'pipe' : 'ignore'],
         env: { PATH: DEFAULT_PATH, HANGAR_CGROUP_PROCS: o.cgroupProcs.join(' ') },
       },
     );
   } finally {
     closeSync(consoleFd);
   }
-  const info = child.stdio[3] as Readable;
-  const ready = child.stdio[4] as Readable;
-  const argsPipe = (child.stdio as unknown as (Readable | Writable)[])[5] as Writable; // node types only know 5 stdio slots
+  const stdio = child.stdio as unknown as (Readable | Writable | null)[]; // node types only know 5 stdio slots
+  const info = stdio[3] as Readable;
+  const ready = stdio[4] as Readable;
+  const argsPipe = stdio[5] as Writable;
+  const namePipe = withNamePipe ? (stdio[6] as Writable) : null;
   argsPipe.on('error', () => undefined); // bwrap died early: reported by the exit below
+  ready.on('error', () => undefined); // likewise; a pool entry's death is seen through its exit
+  namePipe?.on('error', () => undefined); // the sandbox died: the claim reports it
   argsPipe.end(Buffer.from(bwrapArgs(o).map((a) => `${a}\0`).join('')));
   try {
     const initPid = await new Promise<number>((resolve, reject) => {
@@ -179,14 +275,18 @@ export async function boot(tools: SandboxTools, o: BootOptions): Promise<{ recor
     if (monitor === null || init === null) throw new BootError('sandbox exited right after booting');
     child.removeAllListeners('exit');
     child.removeAllListeners('error');
+    ready.removeAllListeners('data');
     child.unref();
-    return { record: { monitor, init, bootedAt: Date.now() }, child };
+    unrefStream(ready);
+    if (namePipe !== null) unrefStream(namePipe);
+    return { record: { monitor, init, bootedAt: Date.now() }, child, ready, namePipe };
   } catch (e) {
     if (child.pid !== undefined) killQuietly(-child.pid);
+    ready.destroy();
+    namePipe?.destroy();
     throw e;
   } finally {
     info.destroy();
-    ready.destroy();
   }
 }
 

@@ -10,13 +10,15 @@
  * where mkfs takes tens.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, open, rename, rm, stat, truncate } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readMounts, type MountEntry } from './mountinfo.js';
-import { run, runOk } from './proc.js';
+import { run, runOk, waitFor } from './proc.js';
 import { pathExists } from './paths.js';
 
 const GIB = 1024 * 1024 * 1024;
+const LOOP_DETACH_DEADLINE_MS = 5_000;
+const LOOP_DETACH_POLL_MS = 5;
 
 export interface StorageTools {
   readonly cp: string;
@@ -149,23 +151,39 @@ export class Storage {
 
   /** Unmounts everything under the machine's directory and detaches its loop device. */
   async unmountAll(paths: MachinePaths): Promise<void> {
-    // Deepest first: the overlay uses the storage mount.
-    const mounts = (await this.mountsOf(paths)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
+    // The overlay root first (it holds the storage mount busy), then deepest first.
+    const order = (m: MountEntry) => (m.mountPoint === paths.rootfs ? Number.MAX_SAFE_INTEGER : m.mountPoint.length);
+    const mounts = (await this.mountsOf(paths)).sort((a, b) => order(b) - order(a));
     for (const m of mounts) {
-      const r = await run(this.tools.umount, [m.mountPoint]);
-      if (r.code !== 0) await runOk(this.tools.umount, ['-l', m.mountPoint]);
-    }
-    // mount -o loop sets autoclear, but a crash between losetup and mount can leave one attached.
-    if (await pathExists(paths.image)) {
-      const r = await run(this.tools.losetup, ['-j', paths.image]);
-      for (const line of r.stdout.split('\n')) {
-        const dev = line.split(':')[0];
-        if (dev !== undefined && dev.startsWith('/dev/loop')) await run(this.tools.losetup, ['-d', dev]);
+      if ((await run(this.tools.umount, [m.mountPoint])).code === 0) continue;
+      // Busy: detach lazily. Either may also fail because the mount is already gone (a
+      // concurrent teardown, a propagated unmount): that is the state we want.
+      const lazy = await run(this.tools.umount, ['-l', m.mountPoint]);
+      if (lazy.code !== 0 && (await readMounts()).some((x) => x.mountPoint === m.mountPoint)) {
+        throw new Error(`umount -l ${m.mountPoint} failed: ${lazy.stderr.trim()}`);
       }
     }
+    // mount -o loop sets autoclear, but a crash between losetup and mount can leave one attached.
+    for (const dev of await loopsBackedBy(paths.image)) await run(this.tools.losetup, ['-d', dev]);
+    // Detaching completes only once nothing holds the filesystem: a sandbox that has just died
+    // may still be releasing its mount namespace. Wait for it, so a teardown really leaves no
+    // loop device; past the deadline the kernel still detaches it once the holder is gone.
+    await waitFor(async () => (await loopsBackedBy(paths.image)).length === 0, LOOP_DETACH_DEADLINE_MS, LOOP_DETACH_POLL_MS);
   }
 }
 
+
+/** Loop devices whose backing file is `image` (from sysfs: no helper process). */
+async function loopsBackedBy(image: string): Promise<string[]> {
+  const devices = await readdir('/sys/block').catch(() => [] as string[]);
+  const found: string[] = [];
+  for (const dev of devices) {
+    if (!dev.startsWith('loop')) continue;
+    const backing = await readFile(`/sys/block/${dev}/loop/backing_file`, 'utf8').catch(() => null);
+    if (backing?.trim() === image) found.push(`/dev/${dev}`);
+  }
+  return found;
+}
 
 async function touch(p: string): Promise<string> {
   await (await open(p, 'w')).close();

@@ -4,29 +4,12 @@
  * separate node process running the runtime's own code (transpiled here).
  */
 import { spawn } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import ts from 'typescript';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLocalRuntime, type LocalRuntime, type SandboxInfo } from '../../../src/runtime/local/index.js';
-import { processExists, sh, waitUntil } from './helpers.js';
-
-const REPO = resolve(import.meta.dirname, '../../..');
-
-async function transpile(outDir: string): Promise<void> {
-  // All of src/: the runtime imports from the domain too, and a hand-kept list goes stale.
-  const files = (await readdir(join(REPO, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`);
-  for (const f of files) {
-    const out = ts.transpileModule(await readFile(join(REPO, f), 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    });
-    const target = join(outDir, f.replace(/\.ts$/, '.js'));
-    await mkdir(dirname(target), { recursive: true });
-    await writeFile(target, out.outputText);
-  }
-  await writeFile(join(outDir, 'package.json'), '{"type":"module"}');
-}
+import { processExists, sh, transpileSources, waitUntil } from './helpers.js';
 
 describe('controlplane death', { timeout: 60_000 }, () => {
   let work: string;
@@ -36,7 +19,7 @@ describe('controlplane death', { timeout: 60_000 }, () => {
     work = await mkdtemp(join(tmpdir(), 'hangar-local-crash-'));
     await chmod(work, 0o711); // the sandboxes' unprivileged setup walks through it to the state dir
     stateDir = join(work, 'state');
-    await transpile(join(work, 'build'));
+    await transpileSources(join(work, 'build'));
   });
   afterAll(async () => {
     rt ??= await createLocalRuntime({ stateDir });

@@ -3,29 +3,54 @@
  * dir that cleans up every machine it made, exec-and-collect, and polling with
  * a deadline (never blind sleeps).
  */
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import ts from 'typescript';
 import type { ExecRequest, ExecResult, SandboxSpec } from '../../../src/runtime/runtime.js';
-import { createLocalRuntime, type LocalRuntime } from '../../../src/runtime/local/index.js';
+import { createLocalRuntime, type LocalRuntime, type Logger } from '../../../src/runtime/local/index.js';
 
 export const POLL_MS = 20;
+const REPO = resolve(import.meta.dirname, '../../..');
+
+/**
+ * How the harness starts machines. `cold`: no warm pool, every start boots.
+ * `pooled`: a warm pool, and boot() waits for a ready entry and checks that the
+ * machine was bound to it, so every guarantee a suite checks is checked on
+ * pooled machines too.
+ */
+export type StartMode = 'cold' | 'pooled';
+export const START_MODES: readonly StartMode[] = ['cold', 'pooled'];
+const POOL_SIZE = 2;
+
+/** The runtime's warnings (a failed teardown, a pool entry that could not be prepared) end up in the test output. */
+export const TEST_LOGGER: Logger = {
+  info: () => undefined,
+  warn: (fields: unknown, msg?: unknown) => console.warn(String(msg ?? ''), fields instanceof Object && 'err' in fields ? String(fields.err) : '', JSON.stringify(fields)),
+};
 
 export interface Harness {
   readonly stateDir: string;
+  readonly mode: StartMode;
   rt: LocalRuntime;
   spec(machineId: string, sizes?: Partial<SandboxSpec['sizes']>): SandboxSpec;
   /** Starts a machine and remembers it for cleanup. */
   boot(machineId: string, sizes?: Partial<SandboxSpec['sizes']>): Promise<SandboxSpec>;
+  /** A new runtime on the same state dir and mode (a controlplane restart); the caller closes the old one. */
+  reopen(): Promise<LocalRuntime>;
   cleanup(): Promise<void>;
 }
 
-export async function harness(): Promise<Harness> {
+export async function harness(mode: StartMode = 'cold'): Promise<Harness> {
   const stateDir = await mkdtemp(join(tmpdir(), 'hangar-local-test-'));
   const made = new Set<string>();
+  const open = () => createLocalRuntime({ stateDir, poolSize: mode === 'pooled' ? POOL_SIZE : 0, logger: TEST_LOGGER });
   const h: Harness = {
     stateDir,
-    rt: await createLocalRuntime({ stateDir }),
+    mode,
+    rt: await open(),
+    reopen: open,
     spec(machineId, sizes = {}) {
       return {
         machineId,
@@ -36,7 +61,10 @@ export async function harness(): Promise<Harness> {
     async boot(machineId, sizes) {
       const spec = h.spec(machineId, sizes);
       made.add(machineId);
+      if (mode === 'pooled') await waitForPool(h.rt, spec.sizes.storageGib, 1);
       await h.rt.start(spec);
+      const pooled = (await h.rt.sandboxInfo(machineId))?.pooled;
+      if (pooled !== (mode === 'pooled')) throw new Error(`${machineId} was started ${pooled ? 'from the pool' : 'cold'} in ${mode} mode`);
       return spec;
     },
     async cleanup() {
@@ -144,4 +172,72 @@ export async function loopsUnder(dir: string): Promise<string[]> {
     }
   }
   return out;
+}
+
+/** Waits until the runtime's warm pool has `ready` entries of `storageGib`. */
+export async function waitForPool(rt: LocalRuntime, storageGib: number, ready: number, deadlineMs = 30_000): Promise<void> {
+  await waitUntil(
+    `${ready} warm pool entries of ${storageGib} GiB`,
+    () => {
+      const s = rt.poolStats();
+      return s !== null && s.storageGib === storageGib && s.ready >= ready;
+    },
+    deadlineMs,
+  );
+}
+
+/** What the warm pool of a state dir holds on the host right now. */
+export interface PoolFootprint {
+  /** Entry directories (<stateDir>/pool/<owner>/_pool-*). */
+  readonly dirs: string[];
+  /** Cgroup directories named _pool-* in this state dir's scope, any hierarchy. */
+  readonly cgroups: string[];
+  /** Processes in those cgroups. */
+  readonly pids: number[];
+  readonly mounts: string[];
+  readonly loops: string[];
+  /** Everything in <stateDir>/pool (owner files and directories). */
+  readonly files: string[];
+}
+
+export async function poolFootprint(stateDir: string): Promise<PoolFootprint> {
+  const real = await realpath(stateDir);
+  const poolDir = join(real, 'pool');
+  const files = await readdir(poolDir).catch(() => [] as string[]);
+  const dirs: string[] = [];
+  for (const f of files) {
+    for (const e of await readdir(join(poolDir, f)).catch(() => [] as string[])) if (e.startsWith('_pool-')) dirs.push(join(poolDir, f, e));
+  }
+  // The runtime's cgroup scope: a hash of the real state dir path.
+  const scope = createHash('sha256').update(real).digest('hex').slice(0, 12);
+  const cgroups: string[] = [];
+  const pids = new Set<number>();
+  for (const top of await readdir('/sys/fs/cgroup')) {
+    const scopeDir = join('/sys/fs/cgroup', top, 'hangar', scope);
+    for (const e of await readdir(scopeDir).catch(() => [] as string[])) {
+      if (!e.startsWith('_pool-')) continue;
+      cgroups.push(join(scopeDir, e));
+      const procs = await readFile(join(scopeDir, e, 'cgroup.procs'), 'utf8').catch(() => '');
+      for (const l of procs.split('\n')) if (l !== '') pids.add(Number(l));
+    }
+  }
+  return { dirs, cgroups, pids: [...pids], mounts: await mountsUnder(poolDir), loops: await loopsUnder(poolDir), files };
+}
+
+/**
+ * Transpiles all of src/ to `outDir` (ESM), so a test can run the runtime in a
+ * separate node process it can SIGKILL. All of it: the runtime imports from
+ * the domain too, and a hand-kept list goes stale.
+ */
+export async function transpileSources(outDir: string): Promise<void> {
+  const files = (await readdir(join(REPO, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`);
+  for (const f of files) {
+    const out = ts.transpileModule(await readFile(join(REPO, f), 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    });
+    const target = join(outDir, f.replace(/\.ts$/, '.js'));
+    await mkdir(dirname(target), { recursive: true });
+    await writeFile(target, out.outputText);
+  }
+  await writeFile(join(outDir, 'package.json'), '{"type":"module"}');
 }

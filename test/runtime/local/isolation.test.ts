@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { harness, hostUids, run, sh, type Harness } from './helpers.js';
+import { harness, hostUids, run, sh, START_MODES, type Harness } from './helpers.js';
 
-describe('local runtime isolation', { timeout: 60_000 }, () => {
+describe.each(START_MODES)('local runtime isolation (%s start)', { timeout: 60_000 }, (mode) => {
   let h: Harness;
   const secret = `/tmp/hangar-host-secret-${randomBytes(6).toString('hex')}`;
   beforeAll(async () => {
-    h = await harness();
+    h = await harness(mode);
     await writeFile(secret, 'host only\n');
     await h.boot('iso-a');
     await h.boot('iso-b');

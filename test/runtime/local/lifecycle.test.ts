@@ -1,13 +1,13 @@
 import { readFile, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RuntimeError } from '../../../src/runtime/runtime.js';
-import { createLocalRuntime, detectLocalSupport } from '../../../src/runtime/local/index.js';
-import { findCgroupDirs, harness, loopsUnder, mountsUnder, processExists, run, sh, waitUntil, type Harness } from './helpers.js';
+import { detectLocalSupport } from '../../../src/runtime/local/index.js';
+import { findCgroupDirs, harness, loopsUnder, mountsUnder, processExists, run, sh, START_MODES, waitUntil, type Harness } from './helpers.js';
 
-describe('local runtime lifecycle', { timeout: 60_000 }, () => {
+describe.each(START_MODES)('local runtime lifecycle (%s start)', { timeout: 60_000 }, (mode) => {
   let h: Harness;
   beforeAll(async () => {
-    h = await harness();
+    h = await harness(mode);
   });
   afterAll(async () => {
     await h.cleanup();
@@ -126,7 +126,6 @@ describe('local runtime lifecycle', { timeout: 60_000 }, () => {
   });
 
   test('a new runtime on the same state dir (controlplane restart) recovers its machines', async () => {
-    const stateDir = h.stateDir;
     await h.boot('rec-run');
     await h.boot('rec-sleep');
     await h.boot('rec-orphan');
@@ -137,7 +136,7 @@ describe('local runtime lifecycle', { timeout: 60_000 }, () => {
     if (before === null || orphan === null) throw new Error('no sandbox');
     await h.rt.close();
 
-    h.rt = await createLocalRuntime({ stateDir });
+    h.rt = await h.reopen();
     await h.rt.recover([
       { machineId: 'rec-run', hostId: h.rt.hostId, state: 'running', sizes: h.spec('rec-run').sizes },
       { machineId: 'rec-sleep', hostId: h.rt.hostId, state: 'sleeping', sizes: h.spec('rec-sleep').sizes },

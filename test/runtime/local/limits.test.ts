@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { harness, run, sh, waitUntil, type Harness } from './helpers.js';
+import { harness, run, sh, START_MODES, waitUntil, type Harness } from './helpers.js';
 
 const MIB = 1024 * 1024;
 /** Long enough for CFS quota accounting (100 ms periods) to average out. */
 const CPU_WINDOW_MS = 2_000;
 
-describe('local runtime resource limits', { timeout: 60_000 }, () => {
+describe.each(START_MODES)('local runtime resource limits (%s start)', { timeout: 60_000 }, (mode) => {
   let h: Harness;
   beforeAll(async () => {
-    h = await harness();
+    h = await harness(mode);
   });
   afterAll(async () => {
     await h.cleanup();
