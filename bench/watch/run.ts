@@ -177,6 +177,7 @@ async function runCase(targetName: string, scenario: 'a' | 'b', n: number): Prom
     }
     await Promise.all(pending);
     const driveMs = performance.now() - t0;
+    if (target.heap !== undefined) console.log(`  changes done: ${await target.heap()}`);
     for (const e of expected) e.sort((x, y) => x - y);
     // Drained: the reconciler is idle and no frame arrived for 500 ms.
     await target.settle();

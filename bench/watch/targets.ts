@@ -27,7 +27,7 @@ export interface Target {
   settle(): Promise<void>;
   /** Every revision of topic `i` the system committed (the authoritative sequence a watcher must see), or undefined: the revisions `change` returned. */
   history(i: number): Promise<number[] | undefined>;
-  /** Hangar (one process): where its memory is, from /metrics (heap used / heap total / external, MiB), for the log. */
+  /** Hangar (one process): where its memory is (heap used / total, external) and its event-loop delay since the last call, from /metrics, for the log. */
   heap?(): Promise<string>;
   stop(): Promise<void>;
 }
@@ -148,7 +148,12 @@ export async function startHangarTarget(topics: number, opts: TargetOptions): Pr
               const m = new RegExp(`^hangar_nodejs_${name} (\\S+)`, 'm').exec(text);
               return m === null ? '?' : (Number(m[1]) / 2 ** 20).toFixed(0);
             };
-            return `heap ${mib('heap_size_used_bytes')}/${mib('heap_size_total_bytes')} MiB, external ${mib('external_memory_bytes')} MiB`;
+            const ms = (name: string): string => {
+              const m = new RegExp(`^hangar_nodejs_${name} (\\S+)`, 'm').exec(text);
+              return m === null ? '?' : (Number(m[1]) * 1000).toFixed(1);
+            };
+            // prom-client resets the event-loop delay histogram on every scrape: these cover the time since the last one.
+            return `heap ${mib('heap_size_used_bytes')}/${mib('heap_size_total_bytes')} MiB, external ${mib('external_memory_bytes')} MiB, event-loop delay p99 ${ms('eventloop_lag_p99_seconds')} ms max ${ms('eventloop_lag_max_seconds')} ms`;
           },
         }),
     history: async (i) => {

@@ -198,8 +198,9 @@ export class ChangeFeed {
     this.queue.push({ ...e, frame: statusFrame(e.revision, e.body) });
     if (!this.dispatchScheduled) {
       this.dispatchScheduled = true;
-      // One dispatch per tick: commits of the same tick reach each watcher as one write.
-      setImmediate(() => this.dispatch());
+      // Once the caller is done (a group commit hands over all its events at once), before any
+      // further I/O: a frame waiting for the next loop iteration waits for every request that arrived.
+      queueMicrotask(() => this.dispatch());
     }
   }
 
