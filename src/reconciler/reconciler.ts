@@ -16,7 +16,7 @@ import { assertNever } from '../domain/types.js';
 import type { ChangeFeed } from '../events/change-feed.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { RuntimeError } from '../runtime/runtime.js';
-import type { Store } from '../store/store.js';
+import type { MutationResult, Store } from '../store/store.js';
 import type { LeaseKeeper } from './leases.js';
 import { WorkQueue } from './work-queue.js';
 
@@ -66,6 +66,10 @@ export class Reconciler {
   private capacityEpoch = 0;
   private lastHosts = '';
   private readonly unplaceable = new Map<string, { revision: number; epoch: number; at: number }>();
+  /** Per machine, the revision of this reconciler's last commit that its next step was planned from. */
+  private readonly continuedFrom = new Map<string, number>();
+  /** Machines whose steps run now (`reconcile`), with the revisions of the events that arrived meanwhile. */
+  private readonly stepping = new Map<string, number[]>();
   private running = false;
   /** Steps taken, by kind and outcome; read by /metrics. */
   readonly stats = { steps: 0, failures: 0 };
@@ -94,7 +98,10 @@ export class Reconciler {
     this.unsubscribe = feed.subscribeAll((events) => {
       let freed = false;
       for (const e of events) {
-        this.enqueue(e.machineId);
+        // The step after this commit was already planned from it (see `reconcile`).
+        if (this.continuedFrom.get(e.machineId) === e.revision) this.continuedFrom.delete(e.machineId);
+        else if (this.stepping.has(e.machineId)) this.stepping.get(e.machineId)!.push(e.revision);
+        else this.enqueue(e.machineId);
         if (FREES_CAPACITY.has(e.phase)) freed = true;
         if (!HOLDS_NO_CAPACITY.has(e.phase)) this.capacityEpoch++;
       }
@@ -197,65 +204,114 @@ export class Reconciler {
     }
   }
 
-  /** One step for one machine. */
+  /**
+   * The steps for one machine, as long as each commits: the next step is
+   * planned from the machine as its predecessor committed it, not read again,
+   * and that commit's event does not queue the machine once more
+   * (`continuedFrom`). Every step still commits on its own (each phase is
+   * its own revision and event), fenced on the machine it was planned from.
+   */
   async reconcile(machineId: string): Promise<void> {
     if (!this.running) return;
-    const m = await this.opts.store.getMachine(machineId);
-    // Another replica drives it (its own feed and timers bring it there), or there is nothing left to drive.
-    if (m === undefined || m.phase === 'destroyed' || (this.opts.leases !== undefined && !(await this.opts.leases.claim(machineId)))) {
-      this.toInspect.delete(machineId);
-      this.unplaceable.delete(machineId);
-      return;
-    }
-    const now = this.clock();
+    let m = await this.opts.store.getMachine(machineId);
+    if (m === undefined || !(await this.drives(m))) return this.forget(machineId);
     if (this.toInspect.delete(machineId) && (await this.checkSandbox(m))) return;
+    // Events of this machine that arrive while its steps run are held here: the feed may hand over a
+    // commit's event before the step that made it has its result.
+    const arrived: number[] = [];
+    const committed = new Set<number>();
+    this.stepping.set(machineId, arrived);
+    try {
+      while (this.running) {
+        const next = await this.step(m);
+        if (next === undefined) return;
+        committed.add(next.revision);
+        if (!arrived.includes(next.revision)) this.continuedFrom.set(machineId, next.revision);
+        if (!(await this.drives(next))) return this.forget(machineId);
+        m = next;
+      }
+    } finally {
+      this.stepping.delete(machineId);
+      // A change by someone else meanwhile: look again.
+      if (arrived.some((revision) => !committed.has(revision))) this.enqueue(machineId);
+    }
+  }
+
+  /** Not when there is nothing left to drive, or another replica drives it (its own feed and timers bring it there). */
+  private async drives(m: Machine): Promise<boolean> {
+    return m.phase !== 'destroyed' && (this.opts.leases === undefined || (await this.opts.leases.claim(m.machineId)));
+  }
+
+  private forget(machineId: string): void {
+    this.toInspect.delete(machineId);
+    this.unplaceable.delete(machineId);
+    this.continuedFrom.delete(machineId);
+  }
+
+  /** One step; returns the machine as it committed it, if it did. */
+  private async step(m: Machine): Promise<Machine | undefined> {
+    const now = this.clock();
     const step = planStep(m, now);
     this.stats.steps++;
     switch (step.kind) {
       case 'idle':
-        if (step.recheckAt !== undefined) this.queue.addAfter(machineId, step.recheckAt - now, now);
-        return;
+        if (step.recheckAt !== undefined) this.queue.addAfter(m.machineId, step.recheckAt - now, now);
+        return undefined;
       case 'transition':
-        await this.commitIfUnchanged(m, step.patch);
-        return;
+        return this.commitIfUnchanged(m, step.patch);
       case 'place':
-        await this.place(m, step.preferredHostId);
-        return;
+        return this.place(m, step.preferredHostId);
       case 'runtime':
-        await this.runtimeStep(m, step);
-        return;
+        return this.runtimeStep(m, step);
       default:
-        assertNever(step, 'step');
+        return assertNever(step, 'step');
     }
   }
 
-  /** Commits `patch` if the machine is still where the step was planned from. */
-  private async commitIfUnchanged(planned: Machine, patch: MachinePatch): Promise<void> {
-    await this.opts.store.mutateMachine(planned.machineId, (cur) => ({
-      patch: cur !== undefined && samePosition(cur, planned) ? patch : null,
-      result: undefined,
-    }));
+  /** Commits `patch` if the machine is still where the step was planned from; returns it as committed, if it was. */
+  private async commitIfUnchanged(planned: Machine, patch: MachinePatch): Promise<Machine | undefined> {
+    const result = await this.opts.store.mutateMachine(
+      planned.machineId,
+      (cur) => ({ patch: cur !== undefined && samePosition(cur, planned) ? patch : null, result: undefined }),
+      planned,
+    );
+    return this.committed(planned, result);
+  }
+
+  /**
+   * The machine as a step committed it, or undefined. One that moved on
+   * since the step was planned is looked at again: recorded activity (an
+   * execution, a no-op request) has no event that would bring it back.
+   */
+  private committed(planned: Machine, { machine, event }: MutationResult<unknown>): Machine | undefined {
+    if (event !== null) return machine;
+    if (machine !== undefined && !samePosition(machine, planned)) this.enqueue(planned.machineId);
+    return undefined;
   }
 
   /** A machine with storage on a live host may only start there; otherwise any host with room. */
-  private async place(planned: Machine, preferredHostId: string | null): Promise<void> {
+  private async place(planned: Machine, preferredHostId: string | null): Promise<Machine | undefined> {
     const epoch = this.capacityEpoch;
     const now = this.clock();
     const last = this.unplaceable.get(planned.machineId);
-    if (last !== undefined && last.revision === planned.revision && last.epoch === epoch && now - last.at < UNPLACEABLE_RECHECK_MS) return;
-    const { machine } = await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
-      if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: undefined };
+    if (last !== undefined && last.revision === planned.revision && last.epoch === epoch && now - last.at < UNPLACEABLE_RECHECK_MS) return undefined;
+    // result: whether a placement was tried on the machine as stored and found no room.
+    const result = await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
+      if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: false };
       const hosts = await tx.hosts();
       const own = hosts.find((h) => h.hostId === preferredHostId && h.ready);
-      const allocated = await tx.allocations(cur.machineId);
+      const allocated = await tx.allocations(cur);
       const hostId = chooseHost(own !== undefined ? [own] : hosts, allocated, sizesOf(cur), preferredHostId);
-      return { patch: placementPatch(cur, hostId, own !== undefined), result: undefined };
-    });
-    if (machine?.phase === 'placement_pending') this.unplaceable.set(planned.machineId, { revision: machine.revision, epoch, at: now });
+      return { patch: placementPatch(cur, hostId, own !== undefined), result: hostId === null };
+    }, planned);
+    const { machine } = result;
+    // Not when the machine moved on before it was tried (e.g. recorded activity): its next pass must try.
+    if (result.result && machine !== undefined) this.unplaceable.set(planned.machineId, { revision: machine.revision, epoch, at: now });
     else this.unplaceable.delete(planned.machineId);
+    return this.committed(planned, result);
   }
 
-  private async runtimeStep(m: Machine, step: Extract<Step, { kind: 'runtime' }>): Promise<void> {
+  private async runtimeStep(m: Machine, step: Extract<Step, { kind: 'runtime' }>): Promise<Machine | undefined> {
     const now = this.clock();
     try {
       await this.withTimeout(step.op, this.callRuntime(step.op, m));
@@ -267,11 +323,10 @@ export class Reconciler {
           : { reason: step.failureReason, message: err instanceof Error ? err.message : String(err), retryable: true };
       this.opts.log.info({ machineId: m.machineId, op: step.op, ...failure }, 'runtime step failed');
       if (failure.reason === 'HostLost') await this.refreshHosts();
-      await this.commitIfUnchanged(m, failurePatch(m, failure, this.clock(), this.opts.backoff));
-      return;
+      return this.commitIfUnchanged(m, failurePatch(m, failure, this.clock(), this.opts.backoff));
     }
     // `now` (before the call) keeps lastActivityAt from skipping the call's own duration.
-    await this.commitIfUnchanged(m, step.success.lastActivityAt !== undefined ? { ...step.success, lastActivityAt: now } : step.success);
+    return this.commitIfUnchanged(m, step.success.lastActivityAt !== undefined ? { ...step.success, lastActivityAt: now } : step.success);
   }
 
   private callRuntime(op: RuntimeOp, m: Machine): Promise<void> {

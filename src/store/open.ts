@@ -3,8 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
-import type { SqliteDatabase } from 'kysely';
 import pg from 'pg';
+import { SqliteStatements } from './hot-sql.js';
 import type { Database } from './schema.js';
 import { EVENTS_CHANNEL, migrate, SqlStore } from './sql-store.js';
 import type { RemoteCommits } from './store.js';
@@ -40,32 +40,9 @@ function openSqlite(path: string, opts: OpenStoreOptions): { db: Kysely<Database
   // The CLI (`hangar keys ...`) may write while the server runs.
   handle.pragma('busy_timeout = 5000');
   handle.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(handle) }) });
-  return { db, store: new SqlStore({ dialect: 'sqlite', db, ...(opts.clock ? { clock: opts.clock } : {}) }) };
-}
-
-/** Distinct SQL texts kept prepared; `in (...)` lists make a few more than the queries in the code. */
-const STATEMENT_CACHE_SIZE = 512;
-
-/**
- * Kysely's SQLite driver prepares every statement on every call (12% of the
- * server's CPU in the lifecycle benchmark). Statements are run synchronously
- * to completion, so one prepared statement per SQL text can be reused.
- */
-function withStatementCache(handle: BetterSqlite3.Database): SqliteDatabase {
-  const cache = new Map<string, BetterSqlite3.Statement>();
-  return {
-    close: () => handle.close(),
-    prepare: (sqlText: string) => {
-      let stmt = cache.get(sqlText);
-      if (stmt === undefined) {
-        stmt = handle.prepare(sqlText);
-        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
-        cache.set(sqlText, stmt);
-      }
-      return stmt;
-    },
-  };
+  const statements = new SqliteStatements(handle);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: statements.forKysely() }) });
+  return { db, store: new SqlStore({ dialect: 'sqlite', db, sqlite: statements, ...(opts.clock ? { clock: opts.clock } : {}) }) };
 }
 
 const INT8_OID = 20;

@@ -34,8 +34,41 @@ export function rowToMachine(r: Selectable<MachinesTable>): Machine {
   };
 }
 
-/** Every column a commit writes (all but identity, lease and compaction bookkeeping). */
-export function machineToRow(m: Machine): Omit<Selectable<MachinesTable>, 'log_compacted_revision' | 'owner' | 'lease_until'> {
+/** The columns a commit writes: all but lease and compaction bookkeeping. */
+export type WrittenMachineRow = Omit<Selectable<MachinesTable>, 'log_compacted_revision' | 'owner' | 'lease_until'>;
+
+/** Every written column, once (a Record: a column missing or unknown does not compile). */
+const WRITTEN: Record<keyof WrittenMachineRow, true> = {
+  machine_id: true,
+  org_id: true,
+  vcpu: true,
+  memory_mib: true,
+  storage_gib: true,
+  autosleep_seconds: true,
+  desired_state: true,
+  phase: true,
+  reason: true,
+  retryable: true,
+  last_error: true,
+  revision: true,
+  last_transition_at: true,
+  last_progress_at: true,
+  created_at: true,
+  host_id: true,
+  applied_vcpu: true,
+  applied_memory_mib: true,
+  applied_storage_gib: true,
+  attempts: true,
+  next_attempt_at: true,
+  last_activity_at: true,
+  destroyed_at: true,
+};
+
+/** WrittenMachineRow's columns, in the order of the hand-written statements' parameters (hot-sql.ts). */
+export const MACHINE_COLUMNS = Object.keys(WRITTEN) as readonly (keyof WrittenMachineRow)[];
+
+/** Every column a commit writes. */
+export function machineToRow(m: Machine): WrittenMachineRow {
   return {
     machine_id: m.machineId,
     org_id: m.orgId,

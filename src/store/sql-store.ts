@@ -1,27 +1,31 @@
 /**
- * The Store on Kysely: the same queries for SQLite and PostgreSQL.
+ * The Store on Kysely: the same queries for SQLite and PostgreSQL. The commit
+ * path and the per-request reads are hand-written SQL (hot-sql.ts).
  *
- * Revisions: one counter row. Every commit takes it first (UPDATE ... RETURNING
- * on SQLite, where transactions are serialised anyway; SELECT ... FOR UPDATE on
- * PostgreSQL), and holds it until COMMIT. So revisions are handed out in commit
- * order: when a reader sees revision N committed, every revision below N is
+ * Revisions: one counter row. Every transaction of the commit path reads it
+ * first (PostgreSQL: SELECT ... FOR UPDATE; SQLite: BEGIN IMMEDIATE already
+ * serialises writers), hands out the next revisions in memory and writes the
+ * counter back before COMMIT. So revisions are handed out in commit order:
+ * when a reader sees revision N committed, every revision below N is
  * committed too, and a log tail `revision > R` never skips a late commit.
  * The same lock serialises placement decisions across replicas.
  */
-import type { Kysely, Transaction } from 'kysely';
-import { Migrator, sql } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
+import { Migrator } from 'kysely';
 import { applyPatch, endsStream } from '../domain/lifecycle.js';
 import type { Host } from '../domain/placement.js';
 import { allocationOf } from '../domain/placement.js';
 import { sizesEqual } from '../domain/sizes.js';
-import type { Machine, Sizes } from '../domain/types.js';
+import type { DesiredState, Machine, MachinePatch, Sizes } from '../domain/types.js';
 import { toLifecycleResponse } from '../domain/types.js';
 import * as keys from './api-key-queries.js';
 import * as idempotency from './idempotency-queries.js';
 import * as retention from './retention-queries.js';
+import type { SqliteStatements, SqlRunner } from './hot-sql.js';
+import { insertMachineParams, pgRunner, SQL, updateMachine } from './hot-sql.js';
 import { migrationProvider } from './migrations.js';
-import { machineToRow, rowToEvent, rowToMachine } from './rows.js';
-import type { Database } from './schema.js';
+import { rowToEvent, rowToMachine } from './rows.js';
+import type { Database, HostsTable, MachinesTable } from './schema.js';
 import type {
   ApiKeyRecord,
   CommitListener,
@@ -39,7 +43,6 @@ import type {
 } from './store.js';
 
 type Db = Kysely<Database>;
-type Tx = Transaction<Database>;
 
 /** PostgreSQL channel that carries committed revisions to other replicas. */
 export const EVENTS_CHANNEL = 'hangar_events';
@@ -51,6 +54,8 @@ export interface SqlStoreOptions {
   /** Extra teardown (closing the driver's pool, the SQLite handle). */
   readonly onClose?: () => Promise<void>;
   readonly remoteCommits?: RemoteCommits;
+  /** SQLite: the handle's prepared statements, for the commit path (required with dialect sqlite). */
+  readonly sqlite?: SqliteStatements;
 }
 
 export async function migrate(db: Db): Promise<void> {
@@ -65,11 +70,20 @@ export async function migrate(db: Db): Promise<void> {
 /** What a piece of committed work returns: its value and its event, or the refusal of its decision. */
 type Work<T> = { value: T; event: StoredEvent | null } | { refused: unknown };
 
+/** One transaction of the commit path: its statements, and the newest revision handed out so far. */
+interface CommitTx {
+  readonly sql: SqlRunner;
+  head: number;
+}
+
 interface GroupPiece {
-  work: (trx: Tx) => Promise<Work<unknown>>;
+  work: (tx: CommitTx) => Promise<Work<unknown>>;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
+
+/** Every desired state (a Record: one added to the domain and not here does not compile). */
+const DESIRED_STATES = Object.keys({ running: true, sleeping: true, destroyed: true } satisfies Record<DesiredState, true>) as DesiredState[];
 
 /** Pieces of work per shared SQLite transaction, at most. */
 const MAX_GROUP_COMMIT = 500;
@@ -93,9 +107,21 @@ export class SqlStore implements Store {
   private readonly clock: () => number;
   private readonly onCloseHook: (() => Promise<void>) | undefined;
   private readonly listeners: CommitListener[] = [];
+  private readonly sqlite: SqliteStatements | undefined;
+  /** Hand-written statements outside a transaction. */
+  private readonly reads: SqlRunner;
   /** SQLite group commit: work waiting for the next shared transaction. */
   private group: GroupPiece[] = [];
   private draining = false;
+  /** SQLite: settles when the open write transaction ends (see `settled`). */
+  private writing: Promise<void> | null = null;
+  /**
+   * SQLite: the host rows as the database has them (with the open group's
+   * writes), kept in step by the only process that writes them, this one.
+   * Placement and create read them for every machine. Null until read, and
+   * after a rollback or an upsert.
+   */
+  private hostRows: HostRow[] | null = null;
 
   constructor(opts: SqlStoreOptions) {
     this.dialect = opts.dialect;
@@ -103,6 +129,9 @@ export class SqlStore implements Store {
     this.clock = opts.clock ?? Date.now;
     this.onCloseHook = opts.onClose;
     this.remoteCommits = opts.remoteCommits;
+    if (opts.dialect === 'sqlite' && opts.sqlite === undefined) throw new Error('an SQLite store needs its statements');
+    this.sqlite = opts.sqlite;
+    this.reads = opts.sqlite !== undefined ? opts.sqlite.runner() : pgRunner(opts.db);
   }
 
   async close(): Promise<void> {
@@ -156,8 +185,18 @@ export class SqlStore implements Store {
   // --- machines ---
 
   async getMachine(machineId: string): Promise<Machine | undefined> {
-    const row = await this.db.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
-    return row === undefined ? undefined : rowToMachine(row);
+    if (this.writing !== null) await this.settled();
+    return readMachine(this.reads, machineId);
+  }
+
+  /**
+   * SQLite has one connection: a statement run while a group commit is open
+   * would read its uncommitted writes (which may yet roll back) or, for a
+   * write, join it. Kysely's own queries wait on its connection lock; the
+   * hand-written ones wait here.
+   */
+  private async settled(): Promise<void> {
+    while (this.writing !== null) await this.writing;
   }
 
   async listMachines(orgId: string, afterId: string | null, limit: number): Promise<ListPage> {
@@ -186,7 +225,14 @@ export class SqlStore implements Store {
   }
 
   async listMachineIdsInPhase(phase: Machine['phase']): Promise<string[]> {
-    const rows = await this.db.selectFrom('machines').select('machine_id').where('phase', '=', phase).execute();
+    const rows = await this.db
+      .selectFrom('machines')
+      .select('machine_id')
+      // Every desired state: lets the (desired_state, phase) index answer instead of a scan of every machine
+      // (the reconciler asks for the pending ones each time capacity is freed).
+      .where('desired_state', 'in', DESIRED_STATES)
+      .where('phase', '=', phase)
+      .execute();
     return rows.map((r) => r.machine_id);
   }
 
@@ -199,13 +245,13 @@ export class SqlStore implements Store {
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
     lease?: { owner: string; until: number },
   ): Promise<{ machine: Machine; event: StoredEvent }> {
-    return this.commit(async (trx) => {
-      const revision = await this.nextRevision(trx);
+    return this.commit(async (tx) => {
       const now = this.clock();
-      const m: Machine = { ...machine, revision, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
-      await trx.insertInto('machines').values({ ...machineToRow(m), owner: lease?.owner ?? null, lease_until: lease?.until ?? null }).execute();
+      const m: Machine = { ...machine, revision: tx.head + 1, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
+      await tx.sql.run(SQL.insertMachine, [...insertMachineParams(m), lease?.owner ?? null, lease?.until ?? null]);
+      tx.head = m.revision;
       const event = eventOf(m);
-      await this.appendEvent(trx, event);
+      await this.appendEvent(tx.sql, event);
       return { value: { machine: m, event }, event };
     });
   }
@@ -213,29 +259,44 @@ export class SqlStore implements Store {
   async mutateMachine<T>(
     machineId: string,
     decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
+    planned?: Machine,
   ): Promise<MutationResult<T>> {
-    return this.commit(async (trx): Promise<Work<MutationResult<T>>> => {
-      await this.lockRevisions(trx);
-      const row = await trx.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
-      const current = row === undefined ? undefined : rowToMachine(row);
-      let decision: Decision<T>;
-      try {
-        decision = await decide(current, this.txReader(trx));
-      } catch (err) {
-        // The decision refused (e.g. INVALID_STATE) before anything was written.
-        return { refused: err };
+    return this.commit(async (tx): Promise<Work<MutationResult<T>>> => {
+      const reader = this.txReader(tx.sql);
+      if (planned !== undefined) {
+        // Decided on the caller's copy; written only if the row is still that copy.
+        const decision = await decideOrRefuse(decide, planned, reader);
+        if ('refused' in decision) return decision;
+        if (decision.patch === null) return { value: { machine: planned, event: null, result: decision.result }, event: null };
+        const written = await this.write(tx, planned, decision.patch, true);
+        if (written !== null) return { value: { ...written, result: decision.result }, event: written.event };
+        // It moved on since it was read: decide again on the row as stored.
       }
+      const current = await readMachine(tx.sql, machineId);
+      const decision = await decideOrRefuse(decide, current, reader);
+      if ('refused' in decision) return decision;
       if (current === undefined || decision.patch === null) {
         return { value: { machine: current, event: null, result: decision.result }, event: null };
       }
-      const revision = await this.nextRevision(trx);
-      const next = applyPatch(current, decision.patch, revision, this.clock());
-      await trx.updateTable('machines').set(machineToRow(next)).where('machine_id', '=', machineId).execute();
-      await this.moveAllocation(trx, current, next);
-      const event = eventOf(next);
-      await this.appendEvent(trx, event);
-      return { value: { machine: next, event, result: decision.result }, event };
+      const written = (await this.write(tx, current, decision.patch, false))!;
+      return { value: { ...written, result: decision.result }, event: written.event };
     });
+  }
+
+  /**
+   * Commits `patch` over `before` with the next revision: the row, the hosts'
+   * allocation totals, the event. With `fenced`, null (and nothing written)
+   * when the stored row is no longer `before`.
+   */
+  private async write(tx: CommitTx, before: Machine, patch: MachinePatch, fenced: boolean): Promise<{ machine: Machine; event: StoredEvent } | null> {
+    const next = applyPatch(before, patch, tx.head + 1, this.clock());
+    const update = updateMachine(before, next, fenced);
+    if ((await tx.sql.run(update.text, update.params)) === 0) return null;
+    tx.head = next.revision;
+    await this.moveAllocation(tx.sql, before, next);
+    const event = eventOf(next);
+    await this.appendEvent(tx.sql, event);
+    return { machine: next, event };
   }
 
   /**
@@ -246,19 +307,16 @@ export class SqlStore implements Store {
    * those before it. A piece whose decision refuses wrote nothing and fails
    * alone; a failing write rolls the whole group back and fails every piece.
    */
-  private commit<T>(work: (trx: Tx) => Promise<Work<T>>): Promise<T> {
-    if (this.dialect !== 'sqlite') {
-      return this.db
-        .transaction()
-        .execute(work)
-        .then((out) => {
-          if ('refused' in out) throw out.refused;
-          if (out.event !== null) this.emit([out.event]);
-          return out.value;
-        });
+  private commit<T>(work: (tx: CommitTx) => Promise<Work<T>>): Promise<T> {
+    if (this.sqlite === undefined) {
+      return this.inTransaction(work).then((out) => {
+        if ('refused' in out) throw out.refused;
+        if (out.event !== null) this.emit([out.event]);
+        return out.value;
+      });
     }
     return new Promise<T>((resolve, reject) => {
-      this.group.push({ work: work as (trx: Tx) => Promise<Work<unknown>>, resolve: resolve as (v: unknown) => void, reject });
+      this.group.push({ work: work as (tx: CommitTx) => Promise<Work<unknown>>, resolve: resolve as (v: unknown) => void, reject });
       if (!this.draining) {
         this.draining = true;
         setImmediate(() => void this.drainGroup());
@@ -271,9 +329,9 @@ export class SqlStore implements Store {
       const batch = this.group.splice(0, MAX_GROUP_COMMIT);
       const done: { piece: GroupPiece; value: unknown; event: StoredEvent | null }[] = [];
       try {
-        await this.db.transaction().execute(async (trx) => {
+        await this.inTransaction(async (tx) => {
           for (const piece of batch) {
-            const out = await piece.work(trx);
+            const out = await piece.work(tx);
             if ('refused' in out) piece.reject(out.refused);
             else done.push({ piece, value: out.value, event: out.event });
           }
@@ -290,13 +348,35 @@ export class SqlStore implements Store {
     this.draining = false;
   }
 
+  /** A transaction of the commit path, holding the revision counter (see the header) until COMMIT. */
+  private async inTransaction<T>(work: (tx: CommitTx) => Promise<T>): Promise<T> {
+    const sqlite = this.sqlite;
+    if (sqlite === undefined) return this.db.transaction().execute((trx) => withRevisions(pgRunner(trx), SQL.lockRevision, work));
+    // Kysely's connection lock keeps its own queries out until COMMIT; `writing` keeps the hand-written ones out.
+    return this.db.connection().execute(async () => {
+      const sql = sqlite.runner();
+      let release = (): void => undefined;
+      this.writing = new Promise<void>((resolve) => (release = resolve));
+      try {
+        await sql.run(SQL.beginImmediate, []);
+        const out = await withRevisions(sql, SQL.readRevision, work);
+        await sql.run(SQL.commit, []);
+        return out;
+      } catch (err) {
+        // The cached host rows may hold the rolled-back allocations.
+        this.hostRows = null;
+        if (sqlite.handle.inTransaction) await sql.run(SQL.rollback, []);
+        throw err;
+      } finally {
+        this.writing = null;
+        release();
+      }
+    });
+  }
+
   async touchActivity(machineId: string, now: number): Promise<void> {
-    await this.db
-      .updateTable('machines')
-      .set({ last_activity_at: now })
-      .where('machine_id', '=', machineId)
-      .where('last_activity_at', '<', now)
-      .execute();
+    if (this.writing !== null) await this.settled();
+    await this.reads.run(SQL.touchActivity, [now, machineId, now]);
   }
 
   async claimMachine(machineId: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
@@ -333,25 +413,29 @@ export class SqlStore implements Store {
     await this.db.updateTable('machines').set({ owner: null, lease_until: null }).where('owner', '=', owner).execute();
   }
 
-  private txReader(trx: Tx): TxReader {
+  /** The host rows; from memory on SQLite once read (see `hostRows`). */
+  private async readHostRows(sql: SqlRunner): Promise<HostRow[]> {
+    if (this.sqlite === undefined) return sql.rows<HostRow>(SQL.selectHosts, []);
+    this.hostRows ??= await sql.rows<HostRow>(SQL.selectHosts, []);
+    return this.hostRows;
+  }
+
+  /** Reads inside a commit; the host rows are read once per decision. */
+  private txReader(sql: SqlRunner): TxReader {
+    let rows: Promise<HostRow[]> | undefined;
+    const hostRows = () => (rows ??= this.readHostRows(sql));
     return {
-      hosts: () => readHosts(trx),
-      allocations: async (excludeMachineId: string | null): Promise<Map<string, Sizes>> => {
-        const rows = await trx
-          .selectFrom('hosts')
-          .select(['host_id', 'allocated_vcpu', 'allocated_memory_mib', 'allocated_storage_gib'])
-          .execute();
+      hosts: async () => (await hostRows()).map(toHost),
+      allocations: async (exclude: Machine | null): Promise<Map<string, Sizes>> => {
         const byHost = new Map<string, Sizes>(
-          rows.map((r) => [r.host_id, { vcpu: r.allocated_vcpu, memoryMib: r.allocated_memory_mib, storageGib: r.allocated_storage_gib }]),
+          (await hostRows()).map((r) => [r.host_id, { vcpu: r.allocated_vcpu, memoryMib: r.allocated_memory_mib, storageGib: r.allocated_storage_gib }]),
         );
-        if (excludeMachineId === null) return byHost;
         // What the machine itself holds is not in its way.
-        const own = await trx.selectFrom('machines').selectAll().where('machine_id', '=', excludeMachineId).executeTakeFirst();
-        if (own === undefined || own.host_id === null) return byHost;
-        const held = allocationOf(rowToMachine(own));
-        const total = byHost.get(own.host_id);
+        if (exclude === null || exclude.hostId === null) return byHost;
+        const total = byHost.get(exclude.hostId);
         if (total !== undefined) {
-          byHost.set(own.host_id, { vcpu: total.vcpu - held.vcpu, memoryMib: total.memoryMib - held.memoryMib, storageGib: total.storageGib - held.storageGib });
+          const held = allocationOf(exclude);
+          byHost.set(exclude.hostId, { vcpu: total.vcpu - held.vcpu, memoryMib: total.memoryMib - held.memoryMib, storageGib: total.storageGib - held.storageGib });
         }
         return byHost;
       },
@@ -359,59 +443,30 @@ export class SqlStore implements Store {
   }
 
   /** Keeps the hosts' allocation totals in step with a machine's change (same transaction). */
-  private async moveAllocation(trx: Tx, before: Machine, after: Machine): Promise<void> {
+  private async moveAllocation(sql: SqlRunner, before: Machine, after: Machine): Promise<void> {
     const was = allocationOf(before);
     const is = allocationOf(after);
     if (before.hostId === after.hostId && sizesEqual(was, is)) return;
-    if (before.hostId !== null) await this.addAllocation(trx, before.hostId, was, -1);
-    if (after.hostId !== null) await this.addAllocation(trx, after.hostId, is, 1);
+    if (before.hostId !== null) await this.addAllocation(sql, before.hostId, was, -1);
+    if (after.hostId !== null) await this.addAllocation(sql, after.hostId, is, 1);
   }
 
-  private async addAllocation(trx: Tx, hostId: string, s: Sizes, sign: 1 | -1): Promise<void> {
+  private async addAllocation(sql: SqlRunner, hostId: string, s: Sizes, sign: 1 | -1): Promise<void> {
     if (s.vcpu === 0 && s.memoryMib === 0 && s.storageGib === 0) return;
-    await trx
-      .updateTable('hosts')
-      .set((eb) => ({
-        allocated_vcpu: eb('allocated_vcpu', '+', sign * s.vcpu),
-        allocated_memory_mib: eb('allocated_memory_mib', '+', sign * s.memoryMib),
-        allocated_storage_gib: eb('allocated_storage_gib', '+', sign * s.storageGib),
-      }))
-      .where('host_id', '=', hostId)
-      .execute();
+    await sql.run(SQL.addAllocation, [sign * s.vcpu, sign * s.memoryMib, sign * s.storageGib, hostId]);
+    const row = this.hostRows?.find((r) => r.host_id === hostId);
+    if (row !== undefined) {
+      row.allocated_vcpu += sign * s.vcpu;
+      row.allocated_memory_mib += sign * s.memoryMib;
+      row.allocated_storage_gib += sign * s.storageGib;
+    }
   }
 
-  /** Serialises commits (see the header). SQLite transactions already are. */
-  private async lockRevisions(trx: Tx): Promise<void> {
-    if (this.dialect !== 'postgres') return;
-    await trx.selectFrom('counters').select('value').where('name', '=', 'revision').forUpdate().execute();
-  }
-
-  private async nextRevision(trx: Tx): Promise<number> {
-    const row = await trx
-      .updateTable('counters')
-      .set((eb) => ({ value: eb('value', '+', 1) }))
-      .where('name', '=', 'revision')
-      .returning('value')
-      .executeTakeFirstOrThrow();
-    return Number(row.value);
-  }
-
-  private async appendEvent(trx: Tx, e: StoredEvent): Promise<void> {
-    await trx
-      .insertInto('events')
-      .values({
-        revision: e.revision,
-        machine_id: e.machineId,
-        org_id: e.orgId,
-        phase: e.phase,
-        body: e.body,
-        ends_stream: e.endsStream ? 1 : 0,
-        committed_at: e.committedAt,
-      })
-      .execute();
+  private async appendEvent(sql: SqlRunner, e: StoredEvent): Promise<void> {
+    await sql.run(SQL.insertEvent, [e.revision, e.machineId, e.orgId, e.phase, e.body, e.endsStream ? 1 : 0, e.committedAt]);
     if (this.dialect === 'postgres') {
       // Delivered at COMMIT, in commit order; carries only the revision (ids, never bodies).
-      await sql`select pg_notify(${EVENTS_CHANNEL}, ${String(e.revision)})`.execute(trx);
+      await sql.rows(SQL.notify, [EVENTS_CHANNEL, String(e.revision)]);
     }
   }
 
@@ -470,24 +525,37 @@ export class SqlStore implements Store {
         .onConflict((oc) => oc.column('host_id').doUpdateSet(values))
         .execute();
     }
+    this.hostRows = null;
   }
 
-  listHosts(): Promise<Host[]> {
-    return readHosts(this.db);
+  async listHosts(): Promise<Host[]> {
+    if (this.writing !== null) await this.settled();
+    return (await this.readHostRows(this.reads)).map(toHost);
   }
 
   // --- idempotency keys ---
 
   claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
-    return idempotency.claimIdempotencyKey(this.db, orgId, key, requestHash, now, leaseMs);
+    return this.writeOutsideLog((sql) => idempotency.claimIdempotencyKey(sql, orgId, key, requestHash, now, leaseMs));
   }
 
   completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
-    return idempotency.completeIdempotencyKey(this.db, orgId, key, response);
+    return this.writeOutsideLog((sql) => idempotency.completeIdempotencyKey(sql, orgId, key, response));
   }
 
   releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
-    return idempotency.releaseIdempotencyKey(this.db, orgId, key);
+    return this.writeOutsideLog((sql) => idempotency.releaseIdempotencyKey(sql, orgId, key));
+  }
+
+  /**
+   * Writes of the request path that take no revision (idempotency keys). On
+   * SQLite they join the group commit: a COMMIT of their own cost more than
+   * the mutation they guard. On PostgreSQL they run as they come, without
+   * the revision lock.
+   */
+  private writeOutsideLog<T>(work: (sql: SqlRunner) => Promise<T>): Promise<T> {
+    if (this.sqlite === undefined) return work(this.reads);
+    return this.commit(async (tx) => ({ value: await work(tx.sql), event: null }));
   }
 
   purgeIdempotencyKeys(createdBefore: number): Promise<number> {
@@ -495,11 +563,36 @@ export class SqlStore implements Store {
   }
 }
 
-async function readHosts(db: Db | Tx): Promise<Host[]> {
-  const rows = await db.selectFrom('hosts').selectAll().orderBy('host_id').execute();
-  return rows.map((r) => ({
-    hostId: r.host_id,
-    capacity: { vcpu: r.vcpu, memoryMib: r.memory_mib, storageGib: r.storage_gib },
-    ready: r.ready === 1,
-  }));
+type HostRow = Selectable<HostsTable>;
+
+function toHost(r: HostRow): Host {
+  return { hostId: r.host_id, capacity: { vcpu: r.vcpu, memoryMib: r.memory_mib, storageGib: r.storage_gib }, ready: r.ready === 1 };
+}
+
+async function readMachine(sql: SqlRunner, machineId: string): Promise<Machine | undefined> {
+  const [row] = await sql.rows<Selectable<MachinesTable>>(SQL.selectMachine, [machineId]);
+  return row === undefined ? undefined : rowToMachine(row);
+}
+
+/** A decision, or its refusal (e.g. INVALID_STATE) before anything was written. */
+async function decideOrRefuse<T>(
+  decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
+  current: Machine | undefined,
+  reader: TxReader,
+): Promise<Decision<T> | { refused: unknown }> {
+  try {
+    return await decide(current, reader);
+  } catch (err) {
+    return { refused: err };
+  }
+}
+
+/** Runs `work` with the counter's value (read by `readSql`, which may lock it) and writes back what it handed out. */
+async function withRevisions<T>(sql: SqlRunner, readSql: typeof SQL.readRevision | typeof SQL.lockRevision, work: (tx: CommitTx) => Promise<T>): Promise<T> {
+  const [row] = await sql.rows<{ value: number }>(readSql, []);
+  if (row === undefined) throw new Error('the revision counter is missing');
+  const tx: CommitTx = { sql, head: Number(row.value) };
+  const out = await work(tx);
+  if (tx.head !== Number(row.value)) await sql.run(SQL.writeRevision, [tx.head]);
+  return out;
 }

@@ -24,8 +24,8 @@ export interface StoredEvent {
 /** Reads available inside a mutation's transaction (consistent with its commit). */
 export interface TxReader {
   hosts(): Promise<Host[]>;
-  /** Allocated capacity per host, leaving out one machine. */
-  allocations(excludeMachineId: string | null): Promise<Map<string, Sizes>>;
+  /** Allocated capacity per host, leaving out what `exclude` (as the decision sees it) holds. */
+  allocations(exclude: Machine | null): Promise<Map<string, Sizes>>;
 }
 
 export interface Decision<T> {
@@ -34,7 +34,7 @@ export interface Decision<T> {
 }
 
 export interface MutationResult<T> {
-  /** The machine after the commit (or as read, when nothing was committed); undefined if absent. */
+  /** The machine after the commit (or as decided on, when nothing was committed); undefined if absent. */
   readonly machine: Machine | undefined;
   readonly event: StoredEvent | null;
   readonly result: T;
@@ -116,7 +116,18 @@ export interface Store {
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
     lease?: { owner: string; until: number },
   ): Promise<{ machine: Machine; event: StoredEvent }>;
-  mutateMachine<T>(machineId: string, decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>): Promise<MutationResult<T>>;
+  /**
+   * `planned`: the machine as the caller read it. While the stored row is
+   * still that one (same revision and activity), `decide` sees it and the
+   * row is not read again; once the row moved on, `decide` runs again on the
+   * row as stored. Either way the decision is committed only against the row
+   * it was made on.
+   */
+  mutateMachine<T>(
+    machineId: string,
+    decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
+    planned?: Machine,
+  ): Promise<MutationResult<T>>;
   /** Records activity (for autosleep) without a revision: it is not part of the machine's observable state. */
   touchActivity(machineId: string, now: number): Promise<void>;
 

@@ -118,6 +118,19 @@ describe('machine lifecycle over HTTP', () => {
     expect(patched.body.autosleep_seconds).toBe(7 * 86400 + 3 * 3600 + 4);
   });
 
+  it('a mutation answers with the machine as committed: the body a GET returns at that revision', async () => {
+    const { body } = await api.createMachine({ vcpu: 0.5, memory_mib: 512, storage_gib: 4, autosleep: '1h' });
+    await api.waitForPhase(body.machine_id, 'running');
+    const patched = await api.patch(`/v1/machines/${body.machine_id}`, { autosleep: '2h' });
+    expect(patched.status).toBe(200);
+    expect(patched.headers.get('content-type')).toMatch(/^application\/json/);
+    // Running and converged: nothing moves it before the GET.
+    const got = await api.get(`/v1/machines/${body.machine_id}`);
+    expect(got.headers.get('etag')).toBe(patched.headers.get('etag'));
+    expect(patched.body).toEqual(got.body);
+    expect(patched.body.autosleep_seconds).toBe(7200);
+  });
+
   it('the default autosleep is 300 seconds', async () => {
     const { body } = await api.createMachine();
     expect(body.autosleep_seconds).toBe(300);

@@ -12,7 +12,7 @@ import { fits, validateSizes, ZERO_SIZES } from '../../domain/sizes.js';
 import { fitsAnyHost, freeCapacity } from '../../domain/placement.js';
 import type { Machine, Sizes } from '../../domain/types.js';
 import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
-import type { Store, TxReader } from '../../store/store.js';
+import type { Store, StoredEvent, TxReader } from '../../store/store.js';
 import { authOf } from '../auth.js';
 import { decodeCursor, encodeCursor, pageLimit } from '../pagination.js';
 import type { CreateMachineRequest, ListQuery, MachineParams, UpdateMachineRequest } from '../schemas.js';
@@ -68,8 +68,10 @@ function parseAutosleep(value: string | undefined, details: Record<string, strin
   return parsed.seconds;
 }
 
-function sendMachine(reply: FastifyReply, m: Machine, status: 200 | 202): FastifyReply {
-  return reply.code(status).header('etag', etagOf(m)).send(toLifecycleResponse(m));
+/** `event`: the commit that produced `m`, whose body is the same LifecycleResponse already serialised. */
+function sendMachine(reply: FastifyReply, m: Machine, status: 200 | 202, event: StoredEvent | null = null): FastifyReply {
+  reply.code(status).header('etag', etagOf(m));
+  return event !== null ? reply.type('application/json; charset=utf-8').send(event.body) : reply.send(toLifecycleResponse(m));
 }
 
 /** Whether new sizes fit where the machine is (its host), or anywhere when unplaced. */
@@ -78,7 +80,7 @@ async function checkCapacity(tx: TxReader, m: Machine, next: Sizes): Promise<voi
   if (m.hostId !== null) {
     const host = hosts.find((h) => h.hostId === m.hostId);
     if (host !== undefined) {
-      const free = freeCapacity(host, (await tx.allocations(m.machineId)).get(host.hostId) ?? ZERO_SIZES);
+      const free = freeCapacity(host, (await tx.allocations(m)).get(host.hostId) ?? ZERO_SIZES);
       // A sleeping machine only holds storage now, but must fit to wake on its host.
       if (!fits(next, free)) throw capacityExceeded(next);
       return;
@@ -121,7 +123,7 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
       const sizes: Sizes = { vcpu: body.vcpu, memoryMib: body.memory_mib, storageGib: body.storage_gib };
       if (!fitsAnyHost(await store.listHosts(), sizes)) throw capacityExceeded(sizes);
       const now = clock();
-      const { machine } = await store.insertMachine(
+      const { machine, event } = await store.insertMachine(
         acceptedMachine({
           machineId: newMachineId(now),
           orgId: authOf(request).orgId,
@@ -131,7 +133,7 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
         }),
         deps.leaseOwner === undefined ? undefined : { owner: deps.leaseOwner.owner, until: now + deps.leaseOwner.ttlMs },
       );
-      return sendMachine(reply, machine, 202);
+      return sendMachine(reply, machine, 202, event);
     },
   );
 
@@ -198,6 +200,6 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
     if (machine === undefined) throw machineNotFound();
     // A no-op is still the user's activity (e.g. a wake that keeps a machine awake).
     if (event === null) await store.touchActivity(machine.machineId, clock());
-    return sendMachine(reply, machine, isConverged(machine) ? 200 : 202);
+    return sendMachine(reply, machine, isConverged(machine) ? 200 : 202, event);
   }
 }

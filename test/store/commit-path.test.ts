@@ -1,0 +1,130 @@
+/**
+ * The commit path as callers see it: a decision made on the caller's copy
+ * of a machine commits only while that copy is still the stored row, reads
+ * never see a commit that is still open, and host totals follow commits and
+ * upserts.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { acceptedMachine } from '../../src/domain/lifecycle.js';
+import type { Machine } from '../../src/domain/types.js';
+import { openStore } from '../../src/store/open.js';
+import type { SqlStore } from '../../src/store/sql-store.js';
+import { tempDir } from '../helpers/server.js';
+import type { TestDatabase } from '../helpers/store-target.js';
+import { createTestDatabase } from '../helpers/store-target.js';
+
+const ORG = '00000000-0000-4000-8000-000000000001';
+let store: SqlStore;
+let db: TestDatabase | null;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  store = await openStore(db !== null ? { kind: 'postgres', url: db.url } : { kind: 'sqlite', path: join(tempDir(), 'hangar.db') });
+});
+afterAll(async () => {
+  await store.close();
+  await db?.drop();
+});
+
+async function newMachine(): Promise<Machine> {
+  const id = `dm-00000000-0000-7000-8000-${String(++seq).padStart(12, '0')}`;
+  const now = Date.now();
+  const { machine } = await store.insertMachine(
+    acceptedMachine({ machineId: id, orgId: ORG, sizes: { vcpu: 1, memoryMib: 512, storageGib: 5 }, autosleepSeconds: 60, now }),
+  );
+  return machine;
+}
+
+describe('decisions on the caller’s copy (planned)', () => {
+  it('commit on the copy while it is still the stored row', async () => {
+    const planned = await newMachine();
+    const seen: (Machine | undefined)[] = [];
+    const res = await store.mutateMachine(
+      planned.machineId,
+      (cur) => {
+        seen.push(cur);
+        return { patch: { phase: 'placement_pending', reason: 'Scheduling' }, result: 'ok' };
+      },
+      planned,
+    );
+    expect(seen).toEqual([planned]);
+    expect(res.event?.revision).toBe(planned.revision + 1);
+    expect(await store.getMachine(planned.machineId)).toEqual(res.machine);
+  });
+
+  it('decide again on the stored row once another commit moved it on', async () => {
+    const planned = await newMachine();
+    await store.mutateMachine(planned.machineId, () => ({ patch: { autosleepSeconds: 120 }, result: undefined }));
+    const seen: number[] = [];
+    const res = await store.mutateMachine(
+      planned.machineId,
+      (cur) => {
+        seen.push(cur!.revision);
+        return { patch: { reason: 'Scheduling', phase: 'placement_pending' }, result: undefined };
+      },
+      planned,
+    );
+    // First on the stale copy, then on the row as stored; committed once, on top of the other change.
+    expect(seen).toEqual([planned.revision, planned.revision + 1]);
+    const stored = (await store.getMachine(planned.machineId))!;
+    expect(stored).toMatchObject({ phase: 'placement_pending', autosleepSeconds: 120, revision: planned.revision + 2 });
+    const events = await store.readMachineEvents(planned.machineId, 0, 10);
+    expect(events.map((e) => e.revision)).toEqual([planned.revision, planned.revision + 1, planned.revision + 2]);
+    expect(res.machine).toEqual(stored);
+  });
+
+  it('activity recorded since the copy was read is kept', async () => {
+    const planned = await newMachine();
+    const touchedAt = planned.lastActivityAt + 5_000;
+    await store.touchActivity(planned.machineId, touchedAt);
+    const seen: number[] = [];
+    await store.mutateMachine(
+      planned.machineId,
+      (cur) => {
+        seen.push(cur!.lastActivityAt);
+        return { patch: { reason: 'Scheduling', phase: 'placement_pending' }, result: undefined };
+      },
+      planned,
+    );
+    expect(seen).toEqual([planned.lastActivityAt, touchedAt]);
+    expect(await store.getMachine(planned.machineId)).toMatchObject({ phase: 'placement_pending', lastActivityAt: touchedAt });
+  });
+});
+
+describe('reads and open commits', () => {
+  it('a read while a commit is open returns committed state only', async () => {
+    const m = await newMachine();
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const commit = store.mutateMachine(m.machineId, async () => {
+      await gate;
+      return { patch: { autosleepSeconds: 300 }, result: undefined };
+    });
+    // Let the commit start and wait inside its decision.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const read = store.getMachine(m.machineId);
+    release();
+    const [{ event }, seen] = await Promise.all([commit, read]);
+    // Before the commit (another connection) or after it (SQLite waits), never in between.
+    expect([m.revision, event!.revision]).toContain(seen!.revision);
+    expect(seen!.autosleepSeconds).toBe(seen!.revision === m.revision ? 60 : 300);
+  });
+});
+
+describe('hosts', () => {
+  it('placements move the allocation totals; upserts change capacity', async () => {
+    const hostId = `host-${++seq}`;
+    await store.upsertHosts([{ hostId, capacity: { vcpu: 4, memoryMib: 4096, storageGib: 50 }, ready: true }], Date.now());
+    const m = await newMachine();
+    await store.mutateMachine(m.machineId, () => ({ patch: { phase: 'starting', hostId }, result: undefined }));
+    const { result: allocated } = await store.mutateMachine(m.machineId, async (_cur, tx) => ({ patch: null, result: await tx.allocations(null) }));
+    expect(allocated.get(hostId)).toEqual({ vcpu: 1, memoryMib: 512, storageGib: 5 });
+
+    await store.upsertHosts([{ hostId, capacity: { vcpu: 8, memoryMib: 8192, storageGib: 50 }, ready: false }], Date.now());
+    expect((await store.listHosts()).find((h) => h.hostId === hostId)).toEqual({ hostId, capacity: { vcpu: 8, memoryMib: 8192, storageGib: 50 }, ready: false });
+    const { result: hosts } = await store.mutateMachine(m.machineId, async (_cur, tx) => ({ patch: null, result: await tx.hosts() }));
+    expect(hosts.find((h) => h.hostId === hostId)?.ready).toBe(false);
+  });
+});
