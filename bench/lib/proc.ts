@@ -23,9 +23,13 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-/** utime + stime of `pid` in milliseconds (resolution: one clock tick, usually 10 ms). */
-export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * utime + stime of `pid` in milliseconds (resolution: one clock tick, usually
+ * 10 ms); with `mainThread`, of its main thread alone (a Node process's event
+ * loop, without its worker and libuv threads).
+ */
+export function cpuMs(pid: number, mainThread = false): number {
+  const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may contain spaces.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime is field 14, stime field 15.
@@ -38,13 +42,16 @@ export function cpuMs(pid: number): number {
 export class CpuMeter {
   private readonly startCpu: number;
   private readonly startWall: number;
-  constructor(private readonly pid: number) {
-    this.startCpu = cpuMs(pid);
+  constructor(
+    private readonly pid: number,
+    private readonly mainThread = false,
+  ) {
+    this.startCpu = cpuMs(pid, mainThread);
     this.startWall = performance.now();
   }
   /** CPU milliseconds used since construction, and the share of one core. */
   read(): { cpuMs: number; wallMs: number; cores: number } {
-    const used = cpuMs(this.pid) - this.startCpu;
+    const used = cpuMs(this.pid, this.mainThread) - this.startCpu;
     const wall = performance.now() - this.startWall;
     return { cpuMs: used, wallMs: wall, cores: wall > 0 ? used / wall : 0 };
   }
