@@ -5,6 +5,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { SqliteStatements } from './hot-sql.js';
+import { SqliteCheckpointer } from './sqlite-checkpointer.js';
 import type { Database } from './schema.js';
 import { EVENTS_CHANNEL, migrate, SqlStore } from './sql-store.js';
 import type { RemoteCommits } from './store.js';
@@ -22,6 +23,8 @@ export interface OpenStoreOptions {
   /** Run migrations (the server does; read-only tools may not need to). */
   readonly migrate?: boolean;
   readonly poolSize?: number;
+  /** Problems worth a log line that do not fail anything (a background checkpoint that failed). */
+  readonly onWarning?: (message: string) => void;
 }
 
 export async function openStore(target: StoreTarget, opts: OpenStoreOptions = {}): Promise<SqlStore> {
@@ -40,9 +43,20 @@ function openSqlite(path: string, opts: OpenStoreOptions): { db: Kysely<Database
   // The CLI (`hangar keys ...`) may write while the server runs.
   handle.pragma('busy_timeout = 5000');
   handle.pragma('foreign_keys = ON');
+  // Checkpoints mostly run on a thread of their own (sqlite-checkpointer.ts), not inside our COMMITs.
+  const checkpointer = path === ':memory:' ? null : new SqliteCheckpointer(path, { onError: (message) => opts.onWarning?.(`SQLite checkpoint failed: ${message}`) });
   const statements = new SqliteStatements(handle);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: statements.forKysely() }) });
-  return { db, store: new SqlStore({ dialect: 'sqlite', db, sqlite: statements, ...(opts.clock ? { clock: opts.clock } : {}) }) };
+  return {
+    db,
+    store: new SqlStore({
+      dialect: 'sqlite',
+      db,
+      sqlite: statements,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(checkpointer !== null ? { onClose: () => checkpointer.stop() } : {}),
+    }),
+  };
 }
 
 const INT8_OID = 20;
