@@ -6,11 +6,11 @@
  * into the database held every request and stream frame for 20-30 ms about
  * once a second under load (bench/watch scenario b). This worker thread, with
  * a connection of its own, runs PASSIVE checkpoints (which never block the
- * writer) every 200 ms, so by the time the automatic one runs there is almost
- * nothing left to copy. The automatic one stays on: the WAL can only start
- * over from its beginning once a checkpoint has caught up with it, which a
- * thread racing a busy writer does not guarantee. Stopping the worker runs a
- * last TRUNCATE checkpoint and closes its connection.
+ * writer) every 200 ms; the WAL starts over from its beginning at the next
+ * write after one has caught up. SQLite's own checkpoint stays on as a
+ * backstop at a higher threshold (open.ts), because a thread racing a busy
+ * writer cannot promise to catch up. Stopping the worker runs a last
+ * TRUNCATE checkpoint and closes its connection.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';

@@ -30,10 +30,9 @@ describe('SQLite checkpoints on a thread of their own', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const head = await store.headRevision();
-    // Unchecked, the WAL would hold everything written: three times as much at the end as a third
-    // of the way in. Checkpointed, it is reused from the start and stops growing.
-    expect(walSizes[19]!).toBeGreaterThan(MIB);
-    expect(walSizes[59]!).toBeLessThan(walSizes[19]! * 1.5);
+    // 3,000 commits of at least three 4 KiB pages each (machine row, event, counter) put over 35 MiB
+    // through the WAL; it is reused from its start instead, never beyond SQLite's backstop (16 MiB).
+    expect(Math.max(...walSizes)).toBeLessThan(18 * MIB);
 
     // The database file alone (a copy without its WAL) soon holds the last commit too.
     const copyDir = tempDir();
