@@ -3,13 +3,12 @@
  * lives on, and a new runtime recovers it. The dying controlplane is a real
  * separate node process running the runtime's own code (transpiled here).
  */
-import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createLocalRuntime, type LocalRuntime, type SandboxInfo } from '../../../src/runtime/local/index.js';
-import { processExists, sh, transpileSources, waitUntil } from './helpers.js';
+import { createLocalRuntime, type LocalRuntime } from '../../../src/runtime/local/index.js';
+import { processExists, sh, startCrashableControlplane, transpileSources } from './helpers.js';
 
 describe('controlplane death', { timeout: 60_000 }, () => {
   let work: string;
@@ -38,17 +37,9 @@ describe('controlplane death', { timeout: 60_000 }, () => {
       console.log(JSON.stringify(await rt.sandboxInfo('crash-m')));
       setInterval(() => {}, 1000);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let childExit: number | null = null;
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => (childExit = code ?? -1));
-    await waitUntil('child controlplane started the machine', () => out.includes('\n') || childExit !== null, 30_000);
-    expect(childExit).toBeNull();
-    const info = JSON.parse(out.trim()) as SandboxInfo;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
+    const controlplane = await startCrashableControlplane(script, 30_000);
+    const info = controlplane.info;
+    await controlplane.kill();
 
     expect(await processExists(info.initPid)).toBe(true);
     rt = await createLocalRuntime({ stateDir });

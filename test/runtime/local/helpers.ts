@@ -3,13 +3,14 @@
  * dir that cleans up every machine it made, exec-and-collect, and polling with
  * a deadline (never blind sleeps).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import ts from 'typescript';
 import type { ExecRequest, ExecResult, SandboxSpec } from '../../../src/runtime/runtime.js';
-import { createLocalRuntime, type LocalRuntime, type Logger } from '../../../src/runtime/local/index.js';
+import { createLocalRuntime, type LocalRuntime, type Logger, type SandboxInfo } from '../../../src/runtime/local/index.js';
 
 export const POLL_MS = 20;
 const REPO = resolve(import.meta.dirname, '../../..');
@@ -240,4 +241,27 @@ export async function transpileSources(outDir: string): Promise<void> {
     await writeFile(target, out.outputText);
   }
   await writeFile(join(outDir, 'package.json'), '{"type":"module"}');
+}
+
+/**
+ * A controlplane in a child process running `script` (an ES module that
+ * prints one line, the SandboxInfo of the machine it started, then idles),
+ * so that a test can SIGKILL it as a crash would.
+ */
+export async function startCrashableControlplane(script: string, deadlineMs: number): Promise<{ info: SandboxInfo; kill(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  let exitCode: number | null = null;
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.on('exit', (code) => (exitCode = code ?? -1));
+  await waitUntil('the child controlplane to start its machine', () => out.includes('\n') || exitCode !== null, deadlineMs);
+  if (exitCode !== null) throw new Error(`the child controlplane exited with ${exitCode}: ${out}`);
+  return {
+    info: JSON.parse(out.trim()) as SandboxInfo,
+    kill: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

@@ -7,13 +7,12 @@
  * The other local suites also run every check on pooled machines
  * (helpers.ts, START_MODES).
  */
-import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { createLocalRuntime, type LocalRuntime, type SandboxInfo } from '../../../src/runtime/local/index.js';
-import { harness, poolFootprint, processExists, run, sh, transpileSources, waitForPool, waitUntil, type Harness } from './helpers.js';
+import { harness, poolFootprint, processExists, run, sh, startCrashableControlplane, transpileSources, waitForPool, waitUntil, type Harness } from './helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -181,22 +180,14 @@ describe('local runtime warm pool after the controlplane is SIGKILLed', { timeou
       console.log(JSON.stringify(await rt.sandboxInfo('crash-p')));
       setInterval(() => {}, 1000);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let childExit: number | null = null;
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => (childExit = code ?? -1));
-    await waitUntil('child controlplane started a pooled machine', () => out.includes('\n') || childExit !== null, 60_000);
-    expect(childExit).toBeNull();
-    const info = JSON.parse(out.trim()) as SandboxInfo;
+    const controlplane = await startCrashableControlplane(script, 60_000);
+    const info = controlplane.info;
     expect(info.pooled).toBe(true);
     const stale = await poolFootprint(stateDir);
     expect(stale.dirs).toHaveLength(2);
     expect(stale.pids.length).toBeGreaterThan(0);
 
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
+    await controlplane.kill();
 
     // Unclaimed sandboxes end themselves once nobody can claim them; the machine does not.
     await waitUntil('unclaimed pool sandboxes gone', async () => {
