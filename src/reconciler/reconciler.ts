@@ -59,13 +59,14 @@ export class Reconciler {
   private pendingWakeScheduled = false;
   /**
    * Counts changes that may have freed capacity (a placed machine's commit,
-   * a different host list). A machine that found no host at one epoch and
-   * revision cannot find one until either moves, so its resync passes skip
-   * the placement transaction.
+   * a different host list). A machine that found no host at one epoch cannot
+   * find one until the epoch or its own fit (sizes, host) moves, so passes in
+   * between (the resync, a PATCH of its autosleep) skip the placement
+   * transaction.
    */
   private capacityEpoch = 0;
   private lastHosts = '';
-  private readonly unplaceable = new Map<string, { revision: number; epoch: number; at: number }>();
+  private readonly unplaceable = new Map<string, { fit: string; epoch: number; at: number }>();
   /** Per machine, the revision of this reconciler's last commit that its next step was planned from. */
   private readonly continuedFrom = new Map<string, number>();
   /** Machines whose steps run now (`reconcile`), with the revisions of the events that arrived meanwhile. */
@@ -294,7 +295,8 @@ export class Reconciler {
     const epoch = this.capacityEpoch;
     const now = this.clock();
     const last = this.unplaceable.get(planned.machineId);
-    if (last !== undefined && last.revision === planned.revision && last.epoch === epoch && now - last.at < UNPLACEABLE_RECHECK_MS) return undefined;
+    const fit = fitOf(planned, preferredHostId);
+    if (last !== undefined && last.fit === fit && last.epoch === epoch && now - last.at < UNPLACEABLE_RECHECK_MS) return undefined;
     // result: whether a placement was tried on the machine as stored and found no room.
     const result = await this.opts.store.mutateMachine(planned.machineId, async (cur, tx) => {
       if (cur === undefined || !samePosition(cur, planned)) return { patch: null, result: false };
@@ -306,7 +308,7 @@ export class Reconciler {
     }, planned);
     const { machine } = result;
     // Not when the machine moved on before it was tried (e.g. recorded activity): its next pass must try.
-    if (result.result && machine !== undefined) this.unplaceable.set(planned.machineId, { revision: machine.revision, epoch, at: now });
+    if (result.result && machine !== undefined) this.unplaceable.set(planned.machineId, { fit: fitOf(machine, preferredHostId), epoch, at: now });
     else this.unplaceable.delete(planned.machineId);
     return this.committed(planned, result);
   }
@@ -380,6 +382,16 @@ export class Reconciler {
     await this.commitIfUnchanged(m, lostPatch(seen.hostGone, message));
     return true;
   }
+}
+
+/**
+ * What a placement attempt depends on besides the hosts' capacity. Phase and
+ * reason are in it so that only a machine already waiting with NoReadyHosts
+ * (where another failed attempt would commit nothing) is skipped.
+ */
+function fitOf(m: Machine, preferredHostId: string | null): string {
+  const { vcpu, memoryMib, storageGib } = sizesOf(m);
+  return `${m.phase}/${m.reason}/${m.hostId}/${preferredHostId}/${vcpu}/${memoryMib}/${storageGib}`;
 }
 
 /** The fields a step is planned from: if they still hold, the step's result applies. */

@@ -62,6 +62,20 @@ describe('placement on one small host', () => {
     for (const id of [a, b]) await api.waitForPhase(id, 'destroyed');
   });
 
+  it('a waiting machine made smaller runs once it fits; changing its autosleep alone does not move it', async () => {
+    const a = (await api.createMachine({ vcpu: 1.5, memory_mib: 1024, storage_gib: 5 })).body.machine_id;
+    await api.waitForPhase(a, 'running');
+    const b = (await api.createMachine({ vcpu: 1, memory_mib: 512, storage_gib: 5 })).body.machine_id;
+    await api.waitFor(b, (m) => m.status.reason === 'NoReadyHosts');
+    expect((await api.patch(`/v1/machines/${b}`, { autosleep: '10m' })).status).toBe(202);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await api.get(`/v1/machines/${b}`)).body.status.phase).toBe('placement_pending');
+    expect((await api.patch(`/v1/machines/${b}`, { vcpu: 0.5 })).status).toBe(202);
+    expect((await api.waitForPhase(b, 'running')).vcpu).toBe(0.5);
+    for (const id of [a, b]) await api.delete(`/v1/machines/${id}`);
+    for (const id of [a, b]) await api.waitForPhase(id, 'destroyed');
+  });
+
   it('a resize beyond what the host has left is 409 CAPACITY_EXCEEDED and changes nothing', async () => {
     const a = (await api.createMachine({ vcpu: 1, memory_mib: 1024, storage_gib: 5 })).body.machine_id;
     const m = await api.waitForPhase(a, 'running');
