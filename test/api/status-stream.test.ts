@@ -370,7 +370,7 @@ describe('status stream: compaction, slow consumers and shutdown', () => {
     } finally {
       await own.close();
     }
-  }, 120_000);
+  }, 240_000); // on PostgreSQL, filling the kernel's socket buffers one commit at a time takes ~1 min on a busy 2-core box
 
   it('shutdown sends an error frame to open streams', async () => {
     const own = await startTestServer();
