@@ -12,6 +12,7 @@ import { ApiError } from '../domain/errors.js';
 import type { ChangeFeed } from '../events/change-feed.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
+import { VERSION } from '../version.js';
 import { Authenticator, requireAdmin } from './auth.js';
 import { sendError, toApiError } from './error-mapping.js';
 import { registerIdempotency } from './idempotency.js';
@@ -39,7 +40,6 @@ export interface HangarApp {
   readonly watchers: WatcherRegistry;
 }
 
-export const SERVICE_VERSION = '0.1.0';
 
 /**
  * Bodies are validated as sent: no type coercion (a string "2" is not a vCPU
@@ -91,7 +91,7 @@ export async function buildApp(deps: AppDeps): Promise<HangarApp> {
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Hangar API (DCS Machines API compatible)', version: SERVICE_VERSION },
+      info: { title: 'Hangar API (DCS Machines API compatible)', version: VERSION },
       components: {
         securitySchemes: {
           Bearer: { type: 'http', scheme: 'bearer' },

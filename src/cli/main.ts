@@ -4,12 +4,13 @@
  * directly in the store; `machines` talks to a running server over HTTP.
  */
 import { Command } from 'commander';
+import { VERSION } from '../version.js';
 import { registerKeyCommands } from './keys.js';
 import { registerMachineCommands } from './machines.js';
 import { registerServeCommand } from './serve.js';
 
 const program = new Command();
-program.name('hangar').description('Hangar: a self-hostable controlplane for sandbox machines').version('0.1.0');
+program.name('hangar').description('Hangar: a self-hostable controlplane for sandbox machines').version(VERSION);
 registerServeCommand(program);
 registerKeyCommands(program);
 registerMachineCommands(program);
