@@ -75,7 +75,7 @@ export async function initialiseStore(config: Config, log: Logger): Promise<stri
 
 export async function startHangar(config: Config, opts: StartOptions = {}): Promise<Hangar> {
   const log = opts.log ?? pino({ level: config.logLevel, base: { service: 'hangar', ...(config.replicaId ? { replica: config.replicaId } : {}) } });
-  const store = await openStore(storeTargetOf(config), { onWarning: (message) => log.warn(message) });
+  const store = await openStore(storeTargetOf(config), { checkpointThread: true, onWarning: (message) => log.warn(message) });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   const closeAll = async () => {
     for (const c of cleanups.reverse()) await c().catch((err: unknown) => log.warn({ err }, 'shutdown step failed'));

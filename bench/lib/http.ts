@@ -1,11 +1,28 @@
 /** A minimal keep-alive JSON client on node:http (no dependencies, cheaper than fetch). */
-import { Agent, request } from 'node:http';
+import { Agent, request, type RequestOptions } from 'node:http';
 
 export interface Response {
   readonly status: number;
   readonly body: string;
   /** Round trip in milliseconds, request start to last byte. */
   readonly ms: number;
+}
+
+/** One request; the whole body as text, and how long it took. */
+function roundTrip(options: RequestOptions, payload: string | undefined, timeoutMs: number): Promise<Response> {
+  const start = performance.now();
+  const what = `${options.method} ${options.path}`;
+  return new Promise((ok, fail) => {
+    const req = request(options, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }));
+      res.on('error', fail);
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`${what}: no answer in ${timeoutMs / 1000} s`)));
+    req.on('error', fail);
+    req.end(payload);
+  });
 }
 
 export class JsonClient {
@@ -32,18 +49,7 @@ export class JsonClient {
       h['content-type'] = 'application/json';
       h['content-length'] = String(Buffer.byteLength(payload));
     }
-    const start = performance.now();
-    return new Promise((ok, fail) => {
-      const req = request({ host: this.host, port: this.port, method, path, headers: h, agent: this.agent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }));
-        res.on('error', fail);
-      });
-      req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path}: no answer in 60 s`)));
-      req.on('error', fail);
-      req.end(payload);
-    });
+    return roundTrip({ host: this.host, port: this.port, method, path, headers: h, agent: this.agent }, payload, 60_000);
   }
 
   /** Like `send`, but throws unless the status is `expect` (or one of them). */
@@ -88,16 +94,5 @@ export function sendFresh(baseUrl: string, apiKey: string | undefined, method: s
   const u = new URL(baseUrl);
   const headers: Record<string, string> = { accept: '*/*', connection: 'close' };
   if (apiKey !== undefined) headers.authorization = `Bearer ${apiKey}`;
-  const start = performance.now();
-  return new Promise((ok, fail) => {
-    const req = request({ host: u.hostname, port: Number(u.port), method, path, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => ok({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }));
-      res.on('error', fail);
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)));
-    req.on('error', fail);
-    req.end();
-  });
+  return roundTrip({ host: u.hostname, port: Number(u.port), method, path, headers, agent: false }, undefined, 30_000);
 }

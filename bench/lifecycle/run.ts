@@ -7,7 +7,6 @@
  * [--concurrency C] [--clients 1|2] [--sim-latency-ms L] [--idempotency off|on|both]
  * [--cpu-prof DIR]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, numberOption, option } from '../lib/args.js';
 import { countPhases, JsonClient } from '../lib/http.js';
@@ -15,6 +14,7 @@ import { CpuMeter } from '../lib/proc.js';
 import { Worker } from '../lib/rpc.js';
 import { REPO_ROOT, startHangarProcess, type HangarProcess } from '../lib/server.js';
 import { concat, fmt, markdownTable, summarize, type Summary } from '../lib/stats.js';
+import { runBenchmark, writeResults } from '../lib/results.js';
 import { waitUntil } from '../lib/util.js';
 import type { Op, PhaseParams, PhaseResult } from './loadgen.js';
 
@@ -208,17 +208,7 @@ async function main(): Promise<void> {
   for (const idem of modes) results.push(await runOnce(idem));
   const md = report(results);
   console.log(`\n${md}`);
-  const dir = join(REPO_ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(join(dir, `lifecycle-${stamp}.json`), JSON.stringify({ machines: M, concurrency: C, clients: CLIENTS, simLatencyMs: SIM_LATENCY, results }, null, 2));
-  writeFileSync(join(dir, `lifecycle-${stamp}.md`), md);
+  writeResults('lifecycle', { machines: M, concurrency: C, clients: CLIENTS, simLatencyMs: SIM_LATENCY, results }, md);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

@@ -14,6 +14,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JsonClient } from '../lib/http.js';
+import { runBenchmark } from '../lib/results.js';
 import { REPO_ROOT, startHangarProcess } from '../lib/server.js';
 import { fmt, markdownTable, summarize } from '../lib/stats.js';
 
@@ -130,7 +131,4 @@ async function main(): Promise<void> {
   process.stdout.write(text);
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runBenchmark(main);

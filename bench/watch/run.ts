@@ -15,7 +15,7 @@
  * database hangar_bench_<random> created on that server (dropped afterwards); RSS and CPU are summed over
  * the replica workers.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, listOption, numberOption, option } from '../lib/args.js';
 import { DEFAULT_PG_URL } from '../lib/pg.js';
@@ -23,6 +23,7 @@ import { cpuMs, openFds, rssKiB, sumCpuMs, sumRssKiB } from '../lib/proc.js';
 import { Worker } from '../lib/rpc.js';
 import { REPO_ROOT } from '../lib/server.js';
 import { concat, fmt, markdownTable, summarize, type Summary } from '../lib/stats.js';
+import { runBenchmark, writeResults } from '../lib/results.js';
 import { forEachLimit, sleep, waitUntil } from '../lib/util.js';
 import { startBareTarget, startHangarTarget, type Target, type TargetOptions } from './targets.js';
 import type { ConnectResult, FinishResult } from './watcher-client.js';
@@ -343,17 +344,7 @@ async function main(): Promise<void> {
   }
   const md = report(results);
   console.log(`\n${md}`);
-  const dir = join(REPO_ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(join(dir, `watch-${stamp}.json`), JSON.stringify({ aRate: A_RATE, bRate: B_RATE, durationS: DURATION_S, store: STORE, replicas: REPLICAS, changeConnections: CHANGE_CONNECTIONS, perClient: PER_CLIENT, results }, null, 2));
-  writeFileSync(join(dir, `watch-${stamp}.md`), md);
+  writeResults('watch', { aRate: A_RATE, bRate: B_RATE, durationS: DURATION_S, store: STORE, replicas: REPLICAS, changeConnections: CHANGE_CONNECTIONS, perClient: PER_CLIENT, results }, md);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

@@ -144,14 +144,12 @@ export async function startHangarTarget(topics: number, opts: TargetOptions): Pr
       : {
           heap: async () => {
             const text = (await client.send('GET', '/metrics')).body;
-            const mib = (name: string): string => {
+            const metric = (name: string, scale: number, digits: number): string => {
               const m = new RegExp(`^hangar_nodejs_${name} (\\S+)`, 'm').exec(text);
-              return m === null ? '?' : (Number(m[1]) / 2 ** 20).toFixed(0);
+              return m === null ? '?' : (Number(m[1]) * scale).toFixed(digits);
             };
-            const ms = (name: string): string => {
-              const m = new RegExp(`^hangar_nodejs_${name} (\\S+)`, 'm').exec(text);
-              return m === null ? '?' : (Number(m[1]) * 1000).toFixed(1);
-            };
+            const mib = (name: string): string => metric(name, 2 ** -20, 0);
+            const ms = (name: string): string => metric(name, 1000, 1);
             // prom-client resets the event-loop delay histogram on every scrape: these cover the time since the last one.
             return `heap ${mib('heap_size_used_bytes')}/${mib('heap_size_total_bytes')} MiB, external ${mib('external_memory_bytes')} MiB, event-loop delay p99 ${ms('eventloop_lag_p99_seconds')} ms max ${ms('eventloop_lag_max_seconds')} ms`;
           },

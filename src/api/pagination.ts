@@ -16,6 +16,11 @@ export function pageLimit(limit: number | undefined): number {
   return n;
 }
 
+/** A list response: `next_cursor` only when there is a next page. */
+export function pageBody<T>(items: T[], nextCursor: string | null): { items: T[]; next_cursor?: string } {
+  return nextCursor === null ? { items } : { items, next_cursor: nextCursor };
+}
+
 export function encodeCursor(kind: CursorKind, value: string): string {
   return Buffer.from(`${kind}:${value}`, 'utf8').toString('base64url');
 }

@@ -25,16 +25,3 @@ export function compactedFrame(oldestKeptRevision: number): Buffer {
 export function errorFrame(envelope: ErrorEnvelope): Buffer {
   return Buffer.from(`event: error\ndata: ${JSON.stringify(envelope)}\n\n`);
 }
-
-const CRLF = Buffer.from('\r\n');
-
-/**
- * Frames as one HTTP/1.1 chunk (`<size hex>\r\n<frames>\r\n`), ready for the
- * socket of a chunked response. Built once and shared by every watcher it is
- * written to.
- */
-export function httpChunk(frames: readonly Buffer[]): Buffer {
-  let size = 0;
-  for (const f of frames) size += f.length;
-  return Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), ...frames, CRLF]);
-}

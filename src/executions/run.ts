@@ -112,25 +112,16 @@ export class Run {
     this.flush();
     const now = this.deps.clock();
     const totals = this.capture.totals();
-    const update: ExecutionUpdate = {
+    const ended = {
       status: outcome.status,
       completedAt: now,
       exitCode: outcome.exitCode ?? null,
       signal: outcome.signal ?? null,
       errorCode: outcome.errorCode ?? null,
       errorMessage: outcome.errorMessage ?? null,
-      output: { ...totals, stdout: this.capture.text('stdout'), stderr: this.capture.text('stderr') },
     };
-    this.current = {
-      ...this.current,
-      ...totals,
-      status: outcome.status,
-      completedAt: now,
-      exitCode: update.exitCode ?? null,
-      signal: update.signal ?? null,
-      errorCode: update.errorCode ?? null,
-      errorMessage: update.errorMessage ?? null,
-    };
+    this.current = { ...this.current, ...totals, ...ended };
+    const update: ExecutionUpdate = { ...ended, output: { ...totals, stdout: this.capture.text('stdout'), stderr: this.capture.text('stderr') } };
     this.enqueueUpdate(update, this.event('lifecycle', now, outcome));
     void this.writes.then(() => this.resolveFinished(this.current));
     return this.finished;

@@ -23,6 +23,11 @@ export interface OpenStoreOptions {
   /** Run migrations (the server does; read-only tools may not need to). */
   readonly migrate?: boolean;
   readonly poolSize?: number;
+  /**
+   * SQLite: checkpoint on a thread of its own (the server). Short-lived users
+   * (`hangar keys`, first-start setup) leave it to SQLite and start no thread.
+   */
+  readonly checkpointThread?: boolean;
   /** Problems worth a log line that do not fail anything (a background checkpoint that failed). */
   readonly onWarning?: (message: string) => void;
 }
@@ -52,7 +57,7 @@ function openSqlite(path: string, opts: OpenStoreOptions): { db: Kysely<Database
   handle.pragma('busy_timeout = 5000');
   handle.pragma('foreign_keys = ON');
   // Checkpoints mostly run on a thread of their own (sqlite-checkpointer.ts), not inside our COMMITs.
-  const checkpointer = path === ':memory:' ? null : new SqliteCheckpointer(path, { onError: (message) => opts.onWarning?.(`SQLite checkpoint failed: ${message}`) });
+  const checkpointer = path === ':memory:' || opts.checkpointThread !== true ? null : new SqliteCheckpointer(path, { onError: (message) => opts.onWarning?.(`SQLite checkpoint failed: ${message}`) });
   if (checkpointer !== null) handle.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
   const statements = new SqliteStatements(handle);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: statements.forKysely() }) });

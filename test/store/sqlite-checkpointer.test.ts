@@ -19,7 +19,7 @@ const MIB = 1024 * 1024;
 describe('SQLite checkpoints on a thread of their own', () => {
   it('keep the WAL bounded under commits, and closing leaves only the database file', async () => {
     const path = join(tempDir(), 'hangar.db');
-    const store = await openStore({ kind: 'sqlite', path });
+    const store = await openStore({ kind: 'sqlite', path }, { checkpointThread: true });
     const id = 'dm-00000000-0000-7000-8000-000000000001';
     await store.insertMachine(acceptedMachine({ machineId: id, orgId: ORG, sizes: { vcpu: 1, memoryMib: 512, storageGib: 5 }, autosleepSeconds: 60, now: Date.now() }));
     // Commits spread over ~3 s, as a busy server makes them, each its own transaction.
@@ -57,7 +57,7 @@ describe('SQLite checkpoints on a thread of their own', () => {
 
     await store.close();
     expect(existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0).toBe(0);
-    const reopened = await openStore({ kind: 'sqlite', path });
+    const reopened = await openStore({ kind: 'sqlite', path }, { checkpointThread: true });
     expect(await reopened.headRevision()).toBe(head);
     expect((await reopened.getMachine(id))?.autosleepSeconds).toBe(60 + 3_000);
     await reopened.close();

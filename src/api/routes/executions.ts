@@ -13,7 +13,7 @@ import type { CreateExecutionRequest, ExecutionParams } from '../execution-schem
 import * as E from '../execution-schemas.js';
 import type { ListQuery, MachineParams } from '../schemas.js';
 import * as S from '../schemas.js';
-import { decodeCursor, encodeCursor, pageLimit } from '../pagination.js';
+import { decodeCursor, encodeCursor, pageBody, pageLimit } from '../pagination.js';
 import { loadMachine } from './machines.js';
 
 export interface ExecutionRoutesDeps {
@@ -76,7 +76,7 @@ export function registerExecutionRoutes(app: FastifyInstance, deps: ExecutionRou
       const page = await service.list(m.machineId, after, limit);
       const items = page.items.map(toExecutionResponse);
       const last = page.items[page.items.length - 1];
-      return page.hasMore && last !== undefined ? { items, next_cursor: encodeCursor('ex', last.executionId) } : { items };
+      return pageBody(items, page.hasMore && last !== undefined ? encodeCursor('ex', last.executionId) : null);
     },
   );
 
@@ -131,7 +131,7 @@ export function registerExecutionRoutes(app: FastifyInstance, deps: ExecutionRou
       const lastSeq = page.items[page.items.length - 1]?.sequence ?? after;
       // While it has not ended, more events will come: the cursor lets a follower poll for them.
       const more = page.hasMore || !page.ended;
-      return more ? { items, next_cursor: encodeCursor('seq', String(lastSeq)) } : { items };
+      return pageBody(items, more ? encodeCursor('seq', String(lastSeq)) : null);
     },
   );
 

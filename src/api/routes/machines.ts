@@ -14,7 +14,7 @@ import type { Machine, Sizes } from '../../domain/types.js';
 import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
 import type { Store, StoredEvent, TxReader } from '../../store/store.js';
 import { authOf } from '../auth.js';
-import { decodeCursor, encodeCursor, pageLimit } from '../pagination.js';
+import { decodeCursor, encodeCursor, pageBody, pageLimit } from '../pagination.js';
 import type { CreateMachineRequest, ListQuery, MachineParams, UpdateMachineRequest } from '../schemas.js';
 import * as S from '../schemas.js';
 
@@ -105,7 +105,7 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
       const page = await store.listMachines(authOf(request).orgId, after, limit);
       const items = page.machines.map(toMachineListItem);
       const last = page.machines[page.machines.length - 1];
-      return page.hasMore && last !== undefined ? { items, next_cursor: encodeCursor('dm', last.machineId) } : { items };
+      return pageBody(items, page.hasMore && last !== undefined ? encodeCursor('dm', last.machineId) : null);
     },
   );
 

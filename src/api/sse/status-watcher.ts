@@ -17,7 +17,7 @@ import { endsStream } from '../../domain/lifecycle.js';
 import type { Machine } from '../../domain/types.js';
 import { toLifecycleResponse } from '../../domain/types.js';
 import type { FeedEvent } from '../../events/change-feed.js';
-import { bookmarkFrame, compactedFrame, errorFrame, httpChunk, statusFrame } from '../../events/frames.js';
+import { bookmarkFrame, compactedFrame, errorFrame, statusFrame } from '../../events/frames.js';
 import type { ErrorEnvelope } from '../../domain/errors.js';
 import type { Store } from '../../store/store.js';
 
@@ -25,6 +25,19 @@ import type { Store } from '../../store/store.js';
 const REPLAY_BATCH = 500;
 /** Live events held while replaying, at most. */
 const MAX_HELD_EVENTS = 10_000;
+
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * Frames as one HTTP/1.1 chunk (`<size hex>\r\n<frames>\r\n`), ready for the
+ * socket of a chunked response. Built once and shared by every watcher it is
+ * written to.
+ */
+function httpChunk(frames: readonly Buffer[]): Buffer {
+  let size = 0;
+  for (const f of frames) size += f.length;
+  return Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), ...frames, CRLF]);
+}
 
 /**
  * One HTTP chunk per feed batch, shared by every watcher the batch is handed
