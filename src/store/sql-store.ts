@@ -24,6 +24,7 @@ import * as retention from './retention-queries.js';
 import type { SqliteStatements, SqlRunner } from './hot-sql.js';
 import { insertMachineParams, pgRunner, SQL, updateMachine } from './hot-sql.js';
 import { migrationProvider } from './migrations.js';
+import { MachineCache } from './machine-cache.js';
 import { rowToEvent, rowToMachine } from './rows.js';
 import type { Database, HostsTable, MachinesTable } from './schema.js';
 import type {
@@ -122,6 +123,8 @@ export class SqlStore implements Store {
    * after a rollback or an upsert.
    */
   private hostRows: HostRow[] | null = null;
+  /** SQLite: machines as committed (machine-cache.ts); null on PostgreSQL, where other replicas write too. */
+  private readonly machines: MachineCache | null;
 
   constructor(opts: SqlStoreOptions) {
     this.dialect = opts.dialect;
@@ -131,6 +134,7 @@ export class SqlStore implements Store {
     this.remoteCommits = opts.remoteCommits;
     if (opts.dialect === 'sqlite' && opts.sqlite === undefined) throw new Error('an SQLite store needs its statements');
     this.sqlite = opts.sqlite;
+    this.machines = opts.sqlite !== undefined ? new MachineCache() : null;
     this.reads = opts.sqlite !== undefined ? opts.sqlite.runner() : pgRunner(opts.db);
   }
 
@@ -185,8 +189,12 @@ export class SqlStore implements Store {
   // --- machines ---
 
   async getMachine(machineId: string): Promise<Machine | undefined> {
+    const cached = this.machines?.get(machineId);
+    if (cached !== undefined) return cached;
     if (this.writing !== null) await this.settled();
-    return readMachine(this.reads, machineId);
+    const m = await readMachine(this.reads, machineId);
+    if (m !== undefined) this.machines?.fill(m);
+    return m;
   }
 
   /**
@@ -250,6 +258,7 @@ export class SqlStore implements Store {
       const m: Machine = { ...machine, revision: tx.head + 1, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
       await tx.sql.run(SQL.insertMachine, [...insertMachineParams(m), lease?.owner ?? null, lease?.until ?? null]);
       tx.head = m.revision;
+      this.machines?.stage(m);
       const event = eventOf(m);
       await this.appendEvent(tx.sql, event);
       return { value: { machine: m, event }, event };
@@ -263,12 +272,13 @@ export class SqlStore implements Store {
   ): Promise<MutationResult<T>> {
     return this.commit(async (tx): Promise<Work<MutationResult<T>>> => {
       const reader = this.txReader(tx.sql);
-      if (planned !== undefined) {
-        // Decided on the caller's copy; written only if the row is still that copy.
-        const decision = await decideOrRefuse(decide, planned, reader);
+      const copy = planned ?? this.machines?.getInTransaction(machineId);
+      if (copy !== undefined) {
+        // Decided on the caller's or the cache's copy; written only if the row is still that copy.
+        const decision = await decideOrRefuse(decide, copy, reader);
         if ('refused' in decision) return decision;
-        if (decision.patch === null) return { value: { machine: planned, event: null, result: decision.result }, event: null };
-        const written = await this.write(tx, planned, decision.patch, true);
+        if (decision.patch === null) return { value: { machine: copy, event: null, result: decision.result }, event: null };
+        const written = await this.write(tx, copy, decision.patch, true);
         if (written !== null) return { value: { ...written, result: decision.result }, event: written.event };
         // It moved on since it was read: decide again on the row as stored.
       }
@@ -293,6 +303,7 @@ export class SqlStore implements Store {
     const update = updateMachine(before, next, fenced);
     if ((await tx.sql.run(update.text, update.params)) === 0) return null;
     tx.head = next.revision;
+    this.machines?.stage(next);
     await this.moveAllocation(tx.sql, before, next);
     const event = eventOf(next);
     await this.appendEvent(tx.sql, event);
@@ -361,10 +372,12 @@ export class SqlStore implements Store {
         await sql.run(SQL.beginImmediate, []);
         const out = await withRevisions(sql, SQL.readRevision, work);
         await sql.run(SQL.commit, []);
+        this.machines?.commit();
         return out;
       } catch (err) {
         // The cached host rows may hold the rolled-back allocations.
         this.hostRows = null;
+        this.machines?.rollback();
         if (sqlite.handle.inTransaction) await sql.run(SQL.rollback, []);
         throw err;
       } finally {
@@ -377,6 +390,7 @@ export class SqlStore implements Store {
   async touchActivity(machineId: string, now: number): Promise<void> {
     if (this.writing !== null) await this.settled();
     await this.reads.run(SQL.touchActivity, [now, machineId, now]);
+    this.machines?.touch(machineId, now);
   }
 
   async claimMachine(machineId: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
@@ -500,12 +514,16 @@ export class SqlStore implements Store {
     return rows.map(rowToEvent);
   }
 
-  compactEvents(policy: CompactionPolicy, now: number): Promise<number> {
-    return retention.compactEvents(this.db, policy, now);
+  async compactEvents(policy: CompactionPolicy, now: number): Promise<number> {
+    const deleted = await retention.compactEvents(this.db, policy, now);
+    if (deleted > 0) this.machines?.clear();
+    return deleted;
   }
 
-  purgeDestroyed(destroyedBefore: number): Promise<number> {
-    return retention.purgeDestroyed(this.db, destroyedBefore);
+  async purgeDestroyed(destroyedBefore: number): Promise<number> {
+    const purged = await retention.purgeDestroyed(this.db, destroyedBefore);
+    if (purged > 0) this.machines?.clear();
+    return purged;
   }
 
   // --- hosts ---

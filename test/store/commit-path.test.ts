@@ -93,6 +93,42 @@ describe('decisions on the caller’s copy (planned)', () => {
   });
 });
 
+describe('decisions on the store’s own copy', () => {
+  it('a row changed by another writer since it was read is decided on again as stored', async () => {
+    const m = await newMachine();
+    expect(await store.getMachine(m.machineId)).toEqual(m);
+    // Another writer (here SQL behind the store's back) records activity without a revision.
+    const at = m.lastActivityAt + 7_000;
+    await store.db.updateTable('machines').set({ last_activity_at: at }).where('machine_id', '=', m.machineId).execute();
+    const seen: number[] = [];
+    const res = await store.mutateMachine(m.machineId, (cur) => {
+      seen.push(cur!.lastActivityAt);
+      return { patch: { autosleepSeconds: 90 }, result: undefined };
+    });
+    // SQLite decides first on its copy of the machine, PostgreSQL on the row; either way last on the row as stored.
+    expect(seen.at(-1)).toBe(at);
+    expect(res.machine).toMatchObject({ autosleepSeconds: 90, lastActivityAt: at, revision: m.revision + 1 });
+    expect(await store.getMachine(m.machineId)).toEqual(res.machine);
+  });
+
+  it('a write that rolls back leaves every reader with the committed machine', async () => {
+    const m = await newMachine();
+    const clash = await newMachine();
+    // Two writes in one tick; the second breaks the primary key, so on SQLite both roll back together.
+    const results = await Promise.allSettled([
+      store.mutateMachine(m.machineId, () => ({ patch: { autosleepSeconds: 240 }, result: undefined })),
+      store.insertMachine({ ...clash, phase: 'accepted' }),
+    ]);
+    expect(results[1]!.status).toBe('rejected');
+    const stored = (await store.getMachine(m.machineId))!;
+    const committed = results[0]!.status === 'fulfilled';
+    expect(stored.autosleepSeconds).toBe(committed ? 240 : 60);
+    const events = await store.readMachineEvents(m.machineId, 0, 10);
+    expect(events.map((e) => e.revision)).toEqual(committed ? [m.revision, stored.revision] : [m.revision]);
+    expect(events.at(-1)!.revision).toBe(stored.revision);
+  });
+});
+
 describe('reads and open commits', () => {
   it('a read while a commit is open returns committed state only', async () => {
     const m = await newMachine();
