@@ -4,7 +4,7 @@
  * embedded SQLite), driven by 1-2 load-generator processes with keep-alive
  * connections. Runs once without and once with an Idempotency-Key on every
  * mutation. Usage: node dist/bench/lifecycle/run.js [--quick] [--machines M]
- * [--concurrency C] [--clients 1|2] [--sim-latency-ms L] [--idempotency off|on|both]
+ * [--concurrency C] [--clients 1|2] [--client raw|http] [--sim-latency-ms L] [--idempotency off|on|both]
  * [--cpu-prof DIR]
  */
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { REPO_ROOT, startHangarProcess, type HangarProcess } from '../lib/server
 import { concat, fmt, markdownTable, summarize, type Summary } from '../lib/stats.js';
 import { runBenchmark, writeResults } from '../lib/results.js';
 import { waitUntil } from '../lib/util.js';
-import type { Op, PhaseParams, PhaseResult } from './loadgen.js';
+import type { ClientKind, Op, PhaseParams, PhaseResult } from './loadgen.js';
 
 const quick = flag('quick');
 const M = numberOption('machines', quick ? 500 : 5000);
@@ -26,6 +26,8 @@ const SIM_LATENCY = numberOption('sim-latency-ms', 1);
 const IDEM = option('idempotency') ?? 'both';
 const PROF_DIR = option('cpu-prof');
 const CONVERGE_TIMEOUT_MS = numberOption('converge-timeout-ms', 180_000);
+const CLIENT = (option('client') ?? 'raw') as ClientKind;
+if (CLIENT !== 'raw' && CLIENT !== 'http') throw new Error('--client is raw or http');
 
 interface OpRow {
   readonly op: Op;
@@ -135,8 +137,8 @@ async function runOnce(idempotency: boolean): Promise<RunResult> {
   const workers = Array.from({ length: CLIENTS }, () => new Worker(join(REPO_ROOT, 'dist/bench/lifecycle/loadgen.js')));
   const admin = new JsonClient(server.url, server.adminKey, 4);
   try {
-    await Promise.all(workers.map((w) => w.call('init', { baseUrl: server.url, apiKey: server.adminKey, sockets: Math.ceil(C / CLIENTS) })));
-    console.log(`\n== lifecycle: ${M} machines, concurrency ${C}, ${CLIENTS} load process(es), sim latency ${SIM_LATENCY} ms, idempotency ${idempotency ? 'on' : 'off'}`);
+    await Promise.all(workers.map((w) => w.call('init', { baseUrl: server.url, apiKey: server.adminKey, sockets: Math.ceil(C / CLIENTS), client: CLIENT })));
+    console.log(`\n== lifecycle: ${M} machines, concurrency ${C}, ${CLIENTS} load process(es) (${CLIENT} client), sim latency ${SIM_LATENCY} ms, idempotency ${idempotency ? 'on' : 'off'}`);
     const rows: OpRow[] = [];
     const log = (r: OpRow) =>
       console.log(
@@ -208,7 +210,7 @@ async function main(): Promise<void> {
   for (const idem of modes) results.push(await runOnce(idem));
   const md = report(results);
   console.log(`\n${md}`);
-  writeResults('lifecycle', { machines: M, concurrency: C, clients: CLIENTS, simLatencyMs: SIM_LATENCY, results }, md);
+  writeResults('lifecycle', { machines: M, concurrency: C, clients: CLIENTS, client: CLIENT, simLatencyMs: SIM_LATENCY, results }, md);
 }
 
 runBenchmark(main);
