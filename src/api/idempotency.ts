@@ -4,11 +4,13 @@
  * another request with the key gets IDEMPOTENCY_KEY_REUSED; a repeat while the
  * first is still running gets 429 with retry_after_ms 250. Responses a blind
  * retry could change (408, 409 REVISION_MISMATCH, 429, 5xx) are not kept.
+ * A response to a change is recorded in the change's own transaction (the
+ * routes pass `keptResponse` to the store); a refusal, after it is sent.
  */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../domain/errors.js';
-import type { Store } from '../store/store.js';
+import type { KeptResponse, Store } from '../store/store.js';
 import { authOf } from './auth.js';
 
 const IN_FLIGHT_RETRY_MS = 250;
@@ -39,6 +41,21 @@ export function canonicalJson(value: unknown): string {
 
 export function requestHash(method: string, path: string, body: unknown): string {
   return createHash('sha256').update(`${method} ${path}\n${body === undefined ? '' : canonicalJson(body)}`).digest('hex');
+}
+
+/**
+ * For a request holding its Idempotency-Key claim: its response, to be
+ * recorded in the transaction of the change it makes (see KeptResponse).
+ * Once that change has committed, `keptWithChange` tells the hook that
+ * there is nothing left to record.
+ */
+export function keptResponse(request: FastifyRequest, respond: KeptResponse['respond']): KeptResponse | undefined {
+  const key = request.idempotencyKey;
+  return key === null ? undefined : { orgId: authOf(request).orgId, key, respond };
+}
+
+export function keptWithChange(request: FastifyRequest): void {
+  request.idempotencyKey = null;
 }
 
 function isKept(statusCode: number, payload: unknown): boolean {

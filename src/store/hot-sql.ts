@@ -68,6 +68,9 @@ export const SQL = {
   /** Fenced on the lease the caller saw. */
   takeOverKey: "update idempotency_keys set locked_until = ? where org_id = ? and idem_key = ? and state = 'in_flight' and locked_until = ?",
   completeKey: "update idempotency_keys set state = 'done', status_code = ?, headers = ?, body = ? where org_id = ? and idem_key = ?",
+  /** SQLite, whose in-flight claims are held in memory (LocalClaims): the key's one row. */
+  upsertDoneKey:
+    "insert into idempotency_keys (org_id, idem_key, request_hash, state, status_code, headers, body, created_at, locked_until) values (?, ?, ?, 'done', ?, ?, ?, ?, ?) on conflict (org_id, idem_key) do update set request_hash = excluded.request_hash, state = 'done', status_code = excluded.status_code, headers = excluded.headers, body = excluded.body",
   releaseKey: "delete from idempotency_keys where org_id = ? and idem_key = ? and state = 'in_flight'",
   beginImmediate: 'begin immediate',
   commit: 'commit',

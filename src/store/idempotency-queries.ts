@@ -30,6 +30,59 @@ export async function claimIdempotencyKey(sql: SqlRunner, orgId: string, key: st
   return taken > 0 ? { kind: 'claimed' } : { kind: 'in_flight' };
 }
 
+/**
+ * SQLite: the one process that writes the database holds its in-flight
+ * claims in memory. A claim costs a read and no transaction, and a key one
+ * row, written with the change it guards (or alone, for a refusal), instead
+ * of a row written twice in transactions of their own. A claim dies with its
+ * process, the only one that could have finished it. A row left in flight by
+ * an older version is honoured until its lease ends.
+ */
+export class LocalClaims {
+  private readonly inFlight = new Map<string, { hash: string; createdAt: number; lockedUntil: number; heldRow: boolean }>();
+
+  async claim(reads: SqlRunner, orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
+    const id = claimId(orgId, key);
+    const held = this.inFlight.get(id);
+    if (held !== undefined && held.lockedUntil > now) return held.hash === requestHash ? { kind: 'in_flight' } : { kind: 'mismatch', storedHash: held.hash };
+    const [row] = await reads.rows<IdempotencyKeysTable>(SQL.selectKey, [orgId, key]);
+    if (row !== undefined) {
+      if (row.request_hash !== requestHash) return { kind: 'mismatch', storedHash: row.request_hash };
+      if (row.state === 'done' && row.status_code !== null && row.body !== null) {
+        return { kind: 'replay', response: { statusCode: row.status_code, headers: JSON.parse(row.headers ?? '{}') as Record<string, string>, body: row.body } };
+      }
+      if (row.locked_until > now) return { kind: 'in_flight' };
+    }
+    this.inFlight.set(id, { hash: requestHash, createdAt: now, lockedUntil: now + leaseMs, heldRow: row !== undefined });
+    return { kind: 'claimed' };
+  }
+
+  /** Records the key's row with its response; `done` forgets the claim once that has committed. */
+  async complete(sql: SqlRunner, orgId: string, key: string, response: StoredResponse): Promise<void> {
+    const held = this.inFlight.get(claimId(orgId, key));
+    if (held === undefined) return;
+    const { statusCode, headers, body } = response;
+    await sql.run(SQL.upsertDoneKey, [orgId, key, held.hash, statusCode, JSON.stringify(headers), body, held.createdAt, held.createdAt]);
+  }
+
+  /** Whether the claim took over a row left in flight (by an older version), which a release deletes. */
+  holdsRow(orgId: string, key: string): boolean {
+    return this.inFlight.get(claimId(orgId, key))?.heldRow === true;
+  }
+
+  async release(sql: SqlRunner, orgId: string, key: string): Promise<void> {
+    if (this.holdsRow(orgId, key)) await sql.run(SQL.releaseKey, [orgId, key]);
+  }
+
+  done(orgId: string, key: string): void {
+    this.inFlight.delete(claimId(orgId, key));
+  }
+}
+
+function claimId(orgId: string, key: string): string {
+  return `${orgId}\n${key}`;
+}
+
 export async function completeIdempotencyKey(sql: SqlRunner, orgId: string, key: string, response: StoredResponse): Promise<void> {
   await sql.run(SQL.completeKey, [response.statusCode, JSON.stringify(response.headers), response.body, orgId, key]);
 }

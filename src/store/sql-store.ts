@@ -34,6 +34,7 @@ import type {
   Decision,
   Dialect,
   IdempotencyClaim,
+  KeptResponse,
   ListPage,
   MutationResult,
   RemoteCommits,
@@ -125,6 +126,8 @@ export class SqlStore implements Store {
   private hostRows: HostRow[] | null = null;
   /** SQLite: machines as committed (machine-cache.ts); null on PostgreSQL, where other replicas write too. */
   private readonly machines: MachineCache | null;
+  /** SQLite: in-flight idempotency claims, held by the one process that writes (idempotency-queries.ts). */
+  private readonly claims: idempotency.LocalClaims | null;
 
   constructor(opts: SqlStoreOptions) {
     this.dialect = opts.dialect;
@@ -135,6 +138,7 @@ export class SqlStore implements Store {
     if (opts.dialect === 'sqlite' && opts.sqlite === undefined) throw new Error('an SQLite store needs its statements');
     this.sqlite = opts.sqlite;
     this.machines = opts.sqlite !== undefined ? new MachineCache() : null;
+    this.claims = opts.sqlite !== undefined ? new idempotency.LocalClaims() : null;
     this.reads = opts.sqlite !== undefined ? opts.sqlite.runner() : pgRunner(opts.db);
   }
 
@@ -252,8 +256,9 @@ export class SqlStore implements Store {
   async insertMachine(
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
     lease?: { owner: string; until: number },
+    kept?: KeptResponse,
   ): Promise<{ machine: Machine; event: StoredEvent }> {
-    return this.commit(async (tx) => {
+    const out = await this.commit(async (tx) => {
       const now = this.clock();
       const m: Machine = { ...machine, revision: tx.head + 1, lastProgressAt: now, lastTransitionAt: now, logCompactedRevision: 0 };
       await tx.sql.run(SQL.insertMachine, [...insertMachineParams(m), lease?.owner ?? null, lease?.until ?? null]);
@@ -261,36 +266,67 @@ export class SqlStore implements Store {
       this.machines?.stage(m);
       const event = eventOf(m);
       await this.appendEvent(tx.sql, event);
+      await this.keep(tx.sql, kept, m, event);
       return { value: { machine: m, event }, event };
     });
+    this.kept(kept);
+    return out;
   }
 
   async mutateMachine<T>(
     machineId: string,
     decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
     planned?: Machine,
+    kept?: KeptResponse,
   ): Promise<MutationResult<T>> {
-    return this.commit(async (tx): Promise<Work<MutationResult<T>>> => {
-      const reader = this.txReader(tx.sql);
-      const copy = planned ?? this.machines?.getInTransaction(machineId);
-      if (copy !== undefined) {
-        // Decided on the caller's or the cache's copy; written only if the row is still that copy.
-        const decision = await decideOrRefuse(decide, copy, reader);
-        if ('refused' in decision) return decision;
-        if (decision.patch === null) return { value: { machine: copy, event: null, result: decision.result }, event: null };
-        const written = await this.write(tx, copy, decision.patch, true);
-        if (written !== null) return { value: { ...written, result: decision.result }, event: written.event };
-        // It moved on since it was read: decide again on the row as stored.
-      }
-      const current = await readMachine(tx.sql, machineId);
-      const decision = await decideOrRefuse(decide, current, reader);
-      if ('refused' in decision) return decision;
-      if (current === undefined || decision.patch === null) {
-        return { value: { machine: current, event: null, result: decision.result }, event: null };
-      }
-      const written = (await this.write(tx, current, decision.patch, false))!;
-      return { value: { ...written, result: decision.result }, event: written.event };
+    const out = await this.commit(async (tx): Promise<Work<MutationResult<T>>> => {
+      const work = await this.decideAndWrite(tx, machineId, decide, planned);
+      if (!('refused' in work) && work.value.machine !== undefined) await this.keep(tx.sql, kept, work.value.machine, work.value.event);
+      return work;
     });
+    this.kept(kept);
+    return out;
+  }
+
+  /** Records an idempotent request's response in the transaction of the change it made. */
+  private async keep(sql: SqlRunner, kept: KeptResponse | undefined, machine: Machine, event: StoredEvent | null): Promise<void> {
+    if (kept === undefined) return;
+    const response = kept.respond(machine, event);
+    if (this.claims !== null) await this.claims.complete(sql, kept.orgId, kept.key, response);
+    else await idempotency.completeIdempotencyKey(sql, kept.orgId, kept.key, response);
+  }
+
+  /** After the COMMIT that recorded it: the claim is over. */
+  private kept(kept: KeptResponse | undefined): void {
+    if (kept !== undefined) this.claims?.done(kept.orgId, kept.key);
+  }
+
+  /** The decision on the machine, and its write (see `mutateMachine` in store.ts). */
+  private async decideAndWrite<T>(
+    tx: CommitTx,
+    machineId: string,
+    decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
+    planned: Machine | undefined,
+  ): Promise<Work<MutationResult<T>>> {
+    const reader = this.txReader(tx.sql);
+    const copy = planned ?? this.machines?.getInTransaction(machineId);
+    if (copy !== undefined) {
+      // Decided on the caller's or the cache's copy; written only if the row is still that copy.
+      const decision = await decideOrRefuse(decide, copy, reader);
+      if ('refused' in decision) return decision;
+      if (decision.patch === null) return { value: { machine: copy, event: null, result: decision.result }, event: null };
+      const written = await this.write(tx, copy, decision.patch, true);
+      if (written !== null) return { value: { ...written, result: decision.result }, event: written.event };
+      // It moved on since it was read: decide again on the row as stored.
+    }
+    const current = await readMachine(tx.sql, machineId);
+    const decision = await decideOrRefuse(decide, current, reader);
+    if ('refused' in decision) return decision;
+    if (current === undefined || decision.patch === null) {
+      return { value: { machine: current, event: null, result: decision.result }, event: null };
+    }
+    const written = (await this.write(tx, current, decision.patch, false))!;
+    return { value: { ...written, result: decision.result }, event: written.event };
   }
 
   /**
@@ -553,27 +589,34 @@ export class SqlStore implements Store {
 
   // --- idempotency keys ---
 
-  claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
-    return this.writeOutsideLog((sql) => idempotency.claimIdempotencyKey(sql, orgId, key, requestHash, now, leaseMs));
-  }
-
-  completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
-    return this.writeOutsideLog((sql) => idempotency.completeIdempotencyKey(sql, orgId, key, response));
-  }
-
-  releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
-    return this.writeOutsideLog((sql) => idempotency.releaseIdempotencyKey(sql, orgId, key));
+  async claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
+    if (this.claims === null) return idempotency.claimIdempotencyKey(this.reads, orgId, key, requestHash, now, leaseMs);
+    // SQLite: a read (of committed rows only) and the claim in memory.
+    if (this.writing !== null) await this.settled();
+    return this.claims.claim(this.reads, orgId, key, requestHash, now, leaseMs);
   }
 
   /**
-   * Writes of the request path that take no revision (idempotency keys). On
-   * SQLite they join the group commit: a COMMIT of their own cost more than
-   * the mutation they guard. On PostgreSQL they run as they come, without
-   * the revision lock.
+   * A response recorded on its own: one that changed nothing (a refusal).
+   * On SQLite it joins the group commit: a COMMIT of its own cost more than
+   * the mutation it guards. On PostgreSQL it runs as it comes, without the
+   * revision lock.
    */
-  private writeOutsideLog<T>(work: (sql: SqlRunner) => Promise<T>): Promise<T> {
-    if (this.sqlite === undefined) return work(this.reads);
-    return this.commit(async (tx) => ({ value: await work(tx.sql), event: null }));
+  async completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
+    const claims = this.claims;
+    if (claims === null) return idempotency.completeIdempotencyKey(this.reads, orgId, key, response);
+    await this.commit(async (tx) => ({ value: await claims.complete(tx.sql, orgId, key, response), event: null }));
+    claims.done(orgId, key);
+  }
+
+  async releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
+    const claims = this.claims;
+    if (claims === null) return idempotency.releaseIdempotencyKey(this.reads, orgId, key);
+    try {
+      if (claims.holdsRow(orgId, key)) await this.commit(async (tx) => ({ value: await claims.release(tx.sql, orgId, key), event: null }));
+    } finally {
+      claims.done(orgId, key);
+    }
   }
 
   purgeIdempotencyKeys(createdBefore: number): Promise<number> {

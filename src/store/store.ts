@@ -56,6 +56,18 @@ export interface StoredResponse {
   readonly body: string;
 }
 
+/**
+ * The response of an idempotent request (one holding its Idempotency-Key
+ * claim), recorded in the transaction of the change it makes: a retry after
+ * that commit replays it, even if the process died before answering.
+ */
+export interface KeptResponse {
+  readonly orgId: string;
+  readonly key: string;
+  /** The response, from the machine as committed and its event (null when nothing changed). */
+  respond(machine: Machine, event: StoredEvent | null): StoredResponse;
+}
+
 export type IdempotencyClaim =
   | { readonly kind: 'claimed' }
   | { readonly kind: 'replay'; readonly response: StoredResponse }
@@ -111,22 +123,24 @@ export interface Store {
   listMachineIdsInPhase(phase: Machine['phase']): Promise<string[]>;
   /** Machines placed on a host in any of these phases (start-up recovery). */
   listPlacedMachines(phases: readonly Machine['phase'][]): Promise<Machine[]>;
-  /** `lease`: the creating replica drives the new machine (PostgreSQL mode). */
+  /** `lease`: the creating replica drives the new machine (PostgreSQL mode). `kept`: see KeptResponse. */
   insertMachine(
     machine: Omit<Machine, 'revision' | 'lastProgressAt' | 'logCompactedRevision'>,
     lease?: { owner: string; until: number },
+    kept?: KeptResponse,
   ): Promise<{ machine: Machine; event: StoredEvent }>;
   /**
    * `planned`: the machine as the caller read it. While the stored row is
    * still that one (same revision and activity), `decide` sees it and the
    * row is not read again; once the row moved on, `decide` runs again on the
    * row as stored. Either way the decision is committed only against the row
-   * it was made on.
+   * it was made on. `kept`: see KeptResponse (not recorded when `decide` refuses).
    */
   mutateMachine<T>(
     machineId: string,
     decide: (current: Machine | undefined, tx: TxReader) => Promise<Decision<T>> | Decision<T>,
     planned?: Machine,
+    kept?: KeptResponse,
   ): Promise<MutationResult<T>>;
   /** Records activity (for autosleep) without a revision: it is not part of the machine's observable state. */
   touchActivity(machineId: string, now: number): Promise<void>;

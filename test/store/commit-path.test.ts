@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acceptedMachine } from '../../src/domain/lifecycle.js';
 import type { Machine } from '../../src/domain/types.js';
 import { openStore } from '../../src/store/open.js';
+import type { KeptResponse } from '../../src/store/store.js';
 import type { SqlStore } from '../../src/store/sql-store.js';
 import { tempDir } from '../helpers/server.js';
 import type { TestDatabase } from '../helpers/store-target.js';
@@ -126,6 +127,49 @@ describe('decisions on the store’s own copy', () => {
     const events = await store.readMachineEvents(m.machineId, 0, 10);
     expect(events.map((e) => e.revision)).toEqual(committed ? [m.revision, stored.revision] : [m.revision]);
     expect(events.at(-1)!.revision).toBe(stored.revision);
+  });
+});
+
+describe('idempotent responses, kept with their change', () => {
+  const hash = 'a'.repeat(64);
+  const keptAs = (key: string): KeptResponse => ({
+    orgId: ORG,
+    key,
+    respond: (m, e) => ({ statusCode: 202, headers: { etag: `"${m.revision}"` }, body: e?.body ?? 'no change' }),
+  });
+
+  it('a retry after the commit replays the response, with nothing else recorded', async () => {
+    const m = await newMachine();
+    const key = `keep-${seq}`;
+    expect(await store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000)).toEqual({ kind: 'claimed' });
+    const res = await store.mutateMachine(m.machineId, () => ({ patch: { autosleepSeconds: 30 }, result: undefined }), undefined, keptAs(key));
+    expect(await store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000)).toEqual({
+      kind: 'replay',
+      response: { statusCode: 202, headers: { etag: `"${res.machine!.revision}"` }, body: res.event!.body },
+    });
+  });
+
+  it('a change refused or rolled back records nothing: the key is still in flight', async () => {
+    const m = await newMachine();
+    const refusedKey = `refused-${seq}`;
+    await store.claimIdempotencyKey(ORG, refusedKey, hash, Date.now(), 60_000);
+    await expect(
+      store.mutateMachine(
+        m.machineId,
+        () => {
+          throw new Error('refused');
+        },
+        undefined,
+        keptAs(refusedKey),
+      ),
+    ).rejects.toThrow('refused');
+    expect(await store.claimIdempotencyKey(ORG, refusedKey, hash, Date.now(), 60_000)).toEqual({ kind: 'in_flight' });
+
+    // An insert that breaks the primary key (on SQLite, with the whole group of its tick).
+    const clashKey = `clash-${seq}`;
+    await store.claimIdempotencyKey(ORG, clashKey, hash, Date.now(), 60_000);
+    await expect(store.insertMachine({ ...m, phase: 'accepted' }, undefined, keptAs(clashKey))).rejects.toThrow();
+    expect(await store.claimIdempotencyKey(ORG, clashKey, hash, Date.now(), 60_000)).toEqual({ kind: 'in_flight' });
   });
 });
 

@@ -12,7 +12,8 @@ import { fits, validateSizes, ZERO_SIZES } from '../../domain/sizes.js';
 import { fitsAnyHost, freeCapacity } from '../../domain/placement.js';
 import type { Machine, Sizes } from '../../domain/types.js';
 import { toLifecycleResponse, toMachineListItem } from '../../domain/types.js';
-import type { Store, StoredEvent, TxReader } from '../../store/store.js';
+import type { Store, StoredEvent, StoredResponse, TxReader } from '../../store/store.js';
+import { keptResponse, keptWithChange } from '../idempotency.js';
 import { authOf } from '../auth.js';
 import { decodeCursor, encodeCursor, pageBody, pageLimit } from '../pagination.js';
 import type { CreateMachineRequest, ListQuery, MachineParams, UpdateMachineRequest } from '../schemas.js';
@@ -68,10 +69,21 @@ function parseAutosleep(value: string | undefined, details: Record<string, strin
   return parsed.seconds;
 }
 
-/** `event`: the commit that produced `m`, whose body is the same LifecycleResponse already serialised. */
-function sendMachine(reply: FastifyReply, m: Machine, status: 200 | 202, event: StoredEvent | null = null): FastifyReply {
-  reply.code(status).header('etag', etagOf(m));
-  return event !== null ? reply.type('application/json; charset=utf-8').send(event.body) : reply.send(toLifecycleResponse(m));
+/**
+ * A lifecycle operation's response, as sent and as kept for an idempotent
+ * replay. `event`: the commit that produced `m`, whose body is the same
+ * LifecycleResponse already serialised.
+ */
+function lifecycleReply(m: Machine, status: 200 | 202, event: StoredEvent | null): StoredResponse {
+  return {
+    statusCode: status,
+    headers: { 'content-type': 'application/json; charset=utf-8', etag: etagOf(m) },
+    body: event !== null ? event.body : JSON.stringify(toLifecycleResponse(m)),
+  };
+}
+
+function send(reply: FastifyReply, r: StoredResponse): FastifyReply {
+  return reply.code(r.statusCode).headers(r.headers).send(r.body);
 }
 
 /** Whether new sizes fit where the machine is (its host), or anywhere when unplaced. */
@@ -132,15 +144,20 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
           now,
         }),
         deps.leaseOwner === undefined ? undefined : { owner: deps.leaseOwner.owner, until: now + deps.leaseOwner.ttlMs },
+        keptResponse(request, (m, e) => lifecycleReply(m, 202, e)),
       );
-      return sendMachine(reply, machine, 202, event);
+      keptWithChange(request);
+      return send(reply, lifecycleReply(machine, 202, event));
     },
   );
 
   app.get<{ Params: MachineParams }>(
     '/v1/machines/:machine_id',
     { schema: { operationId: 'getMachine', summary: 'Get machine', tags: TAGS, params: S.MachineParams, response: { 200: S.LifecycleResponse, ...S.errorResponses } } },
-    async (request, reply) => sendMachine(reply, await loadMachine(store, request, request.params.machine_id), 200),
+    async (request, reply) => {
+      const m = await loadMachine(store, request, request.params.machine_id);
+      return reply.header('etag', etagOf(m)).send(toLifecycleResponse(m));
+    },
   );
 
   app.patch<{ Params: MachineParams; Body: UpdateMachineRequest }>(
@@ -192,14 +209,21 @@ export function registerMachineRoutes(app: FastifyInstance, deps: MachineRoutesD
     decide: (m: Machine, tx: TxReader) => Promise<MutationDecision> | MutationDecision,
   ): Promise<FastifyReply> {
     const orgId = authOf(request).orgId;
-    const { machine, event } = await store.mutateMachine(request.params.machine_id, async (m, tx) => {
-      if (m === undefined || m.orgId !== orgId) throw machineNotFound();
-      checkIfMatch(request, m);
-      return { patch: (await decide(m, tx)).patch, result: undefined };
-    });
+    const replyFor = (m: Machine, e: StoredEvent | null) => lifecycleReply(m, isConverged(m) ? 200 : 202, e);
+    const { machine, event } = await store.mutateMachine(
+      request.params.machine_id,
+      async (m, tx) => {
+        if (m === undefined || m.orgId !== orgId) throw machineNotFound();
+        checkIfMatch(request, m);
+        return { patch: (await decide(m, tx)).patch, result: undefined };
+      },
+      undefined,
+      keptResponse(request, replyFor),
+    );
     if (machine === undefined) throw machineNotFound();
+    keptWithChange(request);
     // A no-op is still the user's activity (e.g. a wake that keeps a machine awake).
     if (event === null) await store.touchActivity(machine.machineId, clock());
-    return sendMachine(reply, machine, isConverged(machine) ? 200 : 202, event);
+    return send(reply, replyFor(machine, event));
   }
 }
