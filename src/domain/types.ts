@@ -86,8 +86,16 @@ export interface MachineListItem extends LifecycleResponse {
   created_at: string;
 }
 
+let lastMs = Number.NaN;
+let lastText = '';
+
+/** Consecutive calls often format the same instant (a commit's transition and progress times, a group's commits). */
 export function rfc3339(ms: number): string {
-  return new Date(ms).toISOString();
+  if (ms !== lastMs) {
+    lastText = new Date(ms).toISOString();
+    lastMs = ms;
+  }
+  return lastText;
 }
 
 export function toLifecycleResponse(m: Machine): LifecycleResponse {

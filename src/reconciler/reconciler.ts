@@ -42,6 +42,9 @@ export interface ReconcilerOptions {
  * machines on each one is quadratic; a failure on the way there is `failed`.)
  */
 const FREES_CAPACITY: ReadonlySet<Phase> = new Set(['sleeping', 'destroyed', 'failed']);
+
+/** How soon waiting machines look for a host again once capacity was freed. */
+const PENDING_WAKE_DELAY_MS = 25;
 /** Phases of machines that hold no host capacity: their changes cannot make room for anyone. */
 const HOLDS_NO_CAPACITY: ReadonlySet<Phase> = new Set(['accepted', 'placement_pending']);
 /** A machine that found no host is tried again at least this often even if nothing seemed to change (safety net). */
@@ -56,7 +59,7 @@ export class Reconciler {
   private workers: Promise<void>[] = [];
   private resyncTimer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
-  private pendingWakeScheduled = false;
+  private pendingWake: NodeJS.Timeout | null = null;
   /**
    * Counts changes that may have freed capacity (a placed machine's commit,
    * a different host list). A machine that found no host at one epoch cannot
@@ -122,6 +125,8 @@ export class Reconciler {
     this.running = false;
     this.unsubscribe?.();
     if (this.resyncTimer !== null) clearInterval(this.resyncTimer);
+    if (this.pendingWake !== null) clearTimeout(this.pendingWake);
+    this.pendingWake = null;
     this.queue.shutDown();
     await Promise.all(this.workers);
     this.workers = [];
@@ -176,17 +181,20 @@ export class Reconciler {
     await runtime.recover(expected);
   }
 
-  /** Capacity was freed: machines waiting for a host try again. */
+  /**
+   * Capacity was freed: machines waiting for a host try again, within
+   * PENDING_WAKE_DELAY_MS. A burst of sleeps (one per tick under load) lists
+   * the waiting machines once, not once per tick.
+   */
   private wakePending(): void {
-    if (this.pendingWakeScheduled) return;
-    this.pendingWakeScheduled = true;
-    setImmediate(() => {
-      this.pendingWakeScheduled = false;
+    if (this.pendingWake !== null) return;
+    this.pendingWake = setTimeout(() => {
+      this.pendingWake = null;
       void this.opts.store
         .listMachineIdsInPhase('placement_pending')
         .then((ids) => ids.forEach((id) => this.enqueue(id)))
         .catch((err: unknown) => this.opts.log.error({ err }, 'listing pending machines failed'));
-    });
+    }, PENDING_WAKE_DELAY_MS);
   }
 
   private async work(): Promise<void> {
