@@ -32,7 +32,8 @@ export async function claimIdempotencyKey(sql: SqlRunner, orgId: string, key: st
 
 /**
  * SQLite: the one process that writes the database holds its in-flight
- * claims in memory. A claim costs a read and no transaction, and a key one
+ * claims in memory, and takes them synchronously: two requests with one key
+ * cannot both find it free. A claim costs a read and no transaction, and a key one
  * row, written with the change it guards (or alone, for a refusal), instead
  * of a row written twice in transactions of their own. A claim dies with its
  * process, the only one that could have finished it. A row left in flight by
@@ -40,12 +41,16 @@ export async function claimIdempotencyKey(sql: SqlRunner, orgId: string, key: st
  */
 export class LocalClaims {
   private readonly inFlight = new Map<string, { hash: string; createdAt: number; lockedUntil: number; heldRow: boolean }>();
+  private claimsSinceSweep = 0;
 
-  async claim(reads: SqlRunner, orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
+  /** `read`: the key's row as committed, synchronously, so that no other claim runs between the read and the claim. */
+  constructor(private readonly read: (orgId: string, key: string) => IdempotencyKeysTable | undefined) {}
+
+  claim(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): IdempotencyClaim {
     const id = claimId(orgId, key);
     const held = this.inFlight.get(id);
     if (held !== undefined && held.lockedUntil > now) return held.hash === requestHash ? { kind: 'in_flight' } : { kind: 'mismatch', storedHash: held.hash };
-    const [row] = await reads.rows<IdempotencyKeysTable>(SQL.selectKey, [orgId, key]);
+    const row = this.read(orgId, key);
     if (row !== undefined) {
       if (row.request_hash !== requestHash) return { kind: 'mismatch', storedHash: row.request_hash };
       if (row.state === 'done' && row.status_code !== null && row.body !== null) {
@@ -53,6 +58,7 @@ export class LocalClaims {
       }
       if (row.locked_until > now) return { kind: 'in_flight' };
     }
+    this.sweep(now);
     this.inFlight.set(id, { hash: requestHash, createdAt: now, lockedUntil: now + leaseMs, heldRow: row !== undefined });
     return { kind: 'claimed' };
   }
@@ -77,7 +83,16 @@ export class LocalClaims {
   done(orgId: string, key: string): void {
     this.inFlight.delete(claimId(orgId, key));
   }
+
+  /** Now and then, claims whose request never finished (nor failed) are dropped once their lease is over. */
+  private sweep(now: number): void {
+    if (++this.claimsSinceSweep < SWEEP_EVERY) return;
+    this.claimsSinceSweep = 0;
+    for (const [id, held] of this.inFlight) if (held.lockedUntil <= now) this.inFlight.delete(id);
+  }
 }
+
+const SWEEP_EVERY = 10_000;
 
 function claimId(orgId: string, key: string): string {
   return `${orgId}\n${key}`;

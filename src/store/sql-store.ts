@@ -26,7 +26,7 @@ import { insertMachineParams, pgRunner, SQL, updateMachine } from './hot-sql.js'
 import { migrationProvider } from './migrations.js';
 import { MachineCache } from './machine-cache.js';
 import { rowToEvent, rowToMachine } from './rows.js';
-import type { Database, HostsTable, MachinesTable } from './schema.js';
+import type { Database, HostsTable, IdempotencyKeysTable, MachinesTable } from './schema.js';
 import type {
   ApiKeyRecord,
   CommitListener,
@@ -138,7 +138,9 @@ export class SqlStore implements Store {
     if (opts.dialect === 'sqlite' && opts.sqlite === undefined) throw new Error('an SQLite store needs its statements');
     this.sqlite = opts.sqlite;
     this.machines = opts.sqlite !== undefined ? new MachineCache() : null;
-    this.claims = opts.sqlite !== undefined ? new idempotency.LocalClaims() : null;
+    const sqlite = opts.sqlite;
+    this.claims =
+      sqlite !== undefined ? new idempotency.LocalClaims((orgId, key) => sqlite.prepare(SQL.selectKey).get(orgId, key) as IdempotencyKeysTable | undefined) : null;
     this.reads = opts.sqlite !== undefined ? opts.sqlite.runner() : pgRunner(opts.db);
   }
 
@@ -591,9 +593,9 @@ export class SqlStore implements Store {
 
   async claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
     if (this.claims === null) return idempotency.claimIdempotencyKey(this.reads, orgId, key, requestHash, now, leaseMs);
-    // SQLite: a read (of committed rows only) and the claim in memory.
+    // SQLite: a read (of committed rows only: no group transaction is open once settled) and the claim in memory.
     if (this.writing !== null) await this.settled();
-    return this.claims.claim(this.reads, orgId, key, requestHash, now, leaseMs);
+    return this.claims.claim(orgId, key, requestHash, now, leaseMs);
   }
 
   /**

@@ -149,6 +149,23 @@ describe('idempotent responses, kept with their change', () => {
     });
   });
 
+  it('two requests with one key at once: one claims it, the other finds it in flight', async () => {
+    const m = await newMachine();
+    // A commit held open, so that both claims wait for it and then go on together.
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const commit = store.mutateMachine(m.machineId, async () => {
+      await gate;
+      return { patch: { autosleepSeconds: 45 }, result: undefined };
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const key = `race-${seq}`;
+    const claims = Promise.all([store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000), store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000)]);
+    release();
+    await commit;
+    expect((await claims).map((c) => c.kind).sort()).toEqual(['claimed', 'in_flight']);
+  });
+
   it('a change refused or rolled back records nothing: the key is still in flight', async () => {
     const m = await newMachine();
     const refusedKey = `refused-${seq}`;
