@@ -179,7 +179,7 @@ function report(results: RunResult[]): string {
   const out: string[] = [];
   for (const r of results) {
     out.push(
-      `Idempotency-Key on every mutation: ${r.idempotency ? 'yes' : 'no'}; overall ${fmt(r.mutationsPerSec, 0)} mutations/s (target 5,000); server event loop ${fmt(r.serverUsPerMutation, 0)} µs CPU per mutation incl. convergence\n`,
+      `Idempotency-Key on every mutation: ${r.idempotency ? 'yes' : 'no'}; overall ${fmt(r.mutationsPerSec, 0)} mutations/s (target 5,000); server event loop ${fmt(r.serverUsPerMutation, 0)} µs CPU per mutation incl. convergence; load generator: ${CLIENTS} process(es), ${CLIENT === 'raw' ? 'lean keep-alive client (lib/raw-http.ts)' : "node:http's Agent"}\n`,
     );
     out.push(
       markdownTable(
