@@ -33,11 +33,11 @@ export async function claimIdempotencyKey(sql: SqlRunner, orgId: string, key: st
 /**
  * SQLite: the one process that writes the database holds its in-flight
  * claims in memory, and takes them synchronously: two requests with one key
- * cannot both find it free. A claim costs a read and no transaction, and a key one
- * row, written with the change it guards (or alone, for a refusal), instead
- * of a row written twice in transactions of their own. A claim dies with its
- * process, the only one that could have finished it. A row left in flight by
- * an older version is honoured until its lease ends.
+ * cannot both find it free. A claim costs a read and no transaction, and a
+ * key one row, written with the change it guards (or alone, for a refusal),
+ * instead of a row written twice in transactions of their own. A claim dies
+ * with its process, the only one that could have finished it. A row left in
+ * flight by an older version is honoured until its lease ends.
  */
 export class LocalClaims {
   private readonly inFlight = new Map<string, { hash: string; createdAt: number; lockedUntil: number; heldRow: boolean }>();

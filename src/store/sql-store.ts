@@ -136,12 +136,12 @@ export class SqlStore implements Store {
     this.onCloseHook = opts.onClose;
     this.remoteCommits = opts.remoteCommits;
     if (opts.dialect === 'sqlite' && opts.sqlite === undefined) throw new Error('an SQLite store needs its statements');
-    this.sqlite = opts.sqlite;
-    this.machines = opts.sqlite !== undefined ? new MachineCache() : null;
     const sqlite = opts.sqlite;
+    this.sqlite = sqlite;
+    this.machines = sqlite !== undefined ? new MachineCache() : null;
     this.claims =
       sqlite !== undefined ? new idempotency.LocalClaims((orgId, key) => sqlite.prepare(SQL.selectKey).get(orgId, key) as IdempotencyKeysTable | undefined) : null;
-    this.reads = opts.sqlite !== undefined ? opts.sqlite.runner() : pgRunner(opts.db);
+    this.reads = sqlite !== undefined ? sqlite.runner() : pgRunner(opts.db);
   }
 
   async close(): Promise<void> {
@@ -271,7 +271,7 @@ export class SqlStore implements Store {
       await this.keep(tx.sql, kept, m, event);
       return { value: { machine: m, event }, event };
     });
-    this.kept(kept);
+    this.claimOver(kept);
     return out;
   }
 
@@ -286,7 +286,7 @@ export class SqlStore implements Store {
       if (!('refused' in work) && work.value.machine !== undefined) await this.keep(tx.sql, kept, work.value.machine, work.value.event);
       return work;
     });
-    this.kept(kept);
+    this.claimOver(kept);
     return out;
   }
 
@@ -298,8 +298,8 @@ export class SqlStore implements Store {
     else await idempotency.completeIdempotencyKey(sql, kept.orgId, kept.key, response);
   }
 
-  /** After the COMMIT that recorded it: the claim is over. */
-  private kept(kept: KeptResponse | undefined): void {
+  /** After the COMMIT that recorded its response, a claim is over. */
+  private claimOver(kept: KeptResponse | undefined): void {
     if (kept !== undefined) this.claims?.done(kept.orgId, kept.key);
   }
 
