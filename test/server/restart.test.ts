@@ -90,4 +90,28 @@ describe('hangar serve', () => {
     const created = await api2.createMachine();
     expect(Number(created.body.status.revision)).toBeGreaterThan(Math.max(...all));
   });
+
+  it('replays an Idempotency-Key answered before SIGKILL: the response was committed with its change', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const first = await startChildServer(dir);
+    children.push(first);
+    const body = { vcpu: 1, memory_mib: 512, storage_gib: 5 };
+    const headers = { 'idempotency-key': 'create-before-kill' };
+    const created = await new Api(first.url, adminKeyOf(dir)).post('/v1/machines', body, { headers });
+    expect(created.status).toBe(202);
+    await first.kill('SIGKILL');
+
+    const second = await startChildServer(dir);
+    children.push(second);
+    const api = new Api(second.url, adminKeyOf(dir));
+    const retried = await api.post('/v1/machines', body, { headers });
+    expect(retried.status).toBe(202);
+    expect(retried.text).toBe(created.text);
+    expect(retried.headers.get('etag')).toBe(created.headers.get('etag'));
+    // One machine: the retry did not create another.
+    expect((await api.get('/v1/machines')).body.items.map((m: { machine_id: string }) => m.machine_id)).toEqual([created.body.machine_id]);
+    // The same key with another body is still another request.
+    expect((await api.post('/v1/machines', { ...body, vcpu: 2 }, { headers })).body.error_code).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
 });
