@@ -160,14 +160,15 @@ export async function mountsUnder(dir: string): Promise<string[]> {
     .filter((mp) => mp.startsWith(dir));
 }
 
-/** Loop devices whose backing file is under `dir`. */
+/** Loop devices whose backing file is under `dir`, as "loopN /path/to/backing-file". */
 export async function loopsUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const dev of await readdir('/sys/block')) {
     if (!dev.startsWith('loop')) continue;
     try {
       const backing = (await readFile(`/sys/block/${dev}/loop/backing_file`, 'utf8')).trim();
-      if (backing.startsWith(dir)) out.push(dev);
+      // With its backing file: a freed device number is soon bound again, to another image.
+      if (backing.startsWith(dir)) out.push(`${dev} ${backing}`);
     } catch {
       // not bound
     }
