@@ -126,8 +126,8 @@ export class SqlStore implements Store {
   private hostRows: HostRow[] | null = null;
   /** SQLite: machines as committed (machine-cache.ts); null on PostgreSQL, where other replicas write too. */
   private readonly machines: MachineCache | null;
-  /** SQLite: in-flight idempotency claims, held by the one process that writes (idempotency-queries.ts). */
-  private readonly claims: idempotency.LocalClaims | null;
+  /** Idempotency claims: rows shared by replicas, or (SQLite) in this process's memory (idempotency-queries.ts). */
+  private readonly claims: idempotency.Claims;
 
   constructor(opts: SqlStoreOptions) {
     this.dialect = opts.dialect;
@@ -139,9 +139,11 @@ export class SqlStore implements Store {
     const sqlite = opts.sqlite;
     this.sqlite = sqlite;
     this.machines = sqlite !== undefined ? new MachineCache() : null;
-    this.claims =
-      sqlite !== undefined ? new idempotency.LocalClaims((orgId, key) => sqlite.prepare(SQL.selectKey).get(orgId, key) as IdempotencyKeysTable | undefined) : null;
     this.reads = sqlite !== undefined ? sqlite.runner() : pgRunner(opts.db);
+    this.claims =
+      sqlite !== undefined
+        ? new idempotency.LocalClaims((orgId, key) => sqlite.prepare(SQL.selectKey).get(orgId, key) as IdempotencyKeysTable | undefined)
+        : new idempotency.SharedClaims(this.reads);
   }
 
   async close(): Promise<void> {
@@ -292,15 +294,12 @@ export class SqlStore implements Store {
 
   /** Records an idempotent request's response in the transaction of the change it made. */
   private async keep(sql: SqlRunner, kept: KeptResponse | undefined, machine: Machine, event: StoredEvent | null): Promise<void> {
-    if (kept === undefined) return;
-    const response = kept.respond(machine, event);
-    if (this.claims !== null) await this.claims.complete(sql, kept.orgId, kept.key, response);
-    else await idempotency.completeIdempotencyKey(sql, kept.orgId, kept.key, response);
+    if (kept !== undefined) await this.claims.complete(sql, kept.orgId, kept.key, kept.respond(machine, event));
   }
 
   /** After the COMMIT that recorded its response, a claim is over. */
   private claimOver(kept: KeptResponse | undefined): void {
-    if (kept !== undefined) this.claims?.done(kept.orgId, kept.key);
+    if (kept !== undefined) this.claims.done(kept.orgId, kept.key);
   }
 
   /** The decision on the machine, and its write (see `mutateMachine` in store.ts). */
@@ -592,33 +591,34 @@ export class SqlStore implements Store {
   // --- idempotency keys ---
 
   async claimIdempotencyKey(orgId: string, key: string, requestHash: string, now: number, leaseMs: number): Promise<IdempotencyClaim> {
-    if (this.claims === null) return idempotency.claimIdempotencyKey(this.reads, orgId, key, requestHash, now, leaseMs);
-    // SQLite: a read (of committed rows only: no group transaction is open once settled) and the claim in memory.
+    // SQLite reads the key on the store's one connection: committed rows only once no group transaction is open.
     if (this.writing !== null) await this.settled();
     return this.claims.claim(orgId, key, requestHash, now, leaseMs);
   }
 
-  /**
-   * A response recorded on its own: one that changed nothing (a refusal).
-   * On SQLite it joins the group commit: a COMMIT of its own cost more than
-   * the mutation it guards. On PostgreSQL it runs as it comes, without the
-   * revision lock.
-   */
+  /** A response recorded on its own: one that changed nothing (a refusal). */
   async completeIdempotencyKey(orgId: string, key: string, response: StoredResponse): Promise<void> {
-    const claims = this.claims;
-    if (claims === null) return idempotency.completeIdempotencyKey(this.reads, orgId, key, response);
-    await this.commit(async (tx) => ({ value: await claims.complete(tx.sql, orgId, key, response), event: null }));
-    claims.done(orgId, key);
+    await this.writeOutsideLog((sql) => this.claims.complete(sql, orgId, key, response));
+    this.claims.done(orgId, key);
   }
 
   async releaseIdempotencyKey(orgId: string, key: string): Promise<void> {
-    const claims = this.claims;
-    if (claims === null) return idempotency.releaseIdempotencyKey(this.reads, orgId, key);
     try {
-      if (claims.holdsRow(orgId, key)) await this.commit(async (tx) => ({ value: await claims.release(tx.sql, orgId, key), event: null }));
+      await this.writeOutsideLog((sql) => this.claims.release(sql, orgId, key));
     } finally {
-      claims.done(orgId, key);
+      this.claims.done(orgId, key);
     }
+  }
+
+  /**
+   * Writes of the request path that take no revision (idempotency keys). On
+   * SQLite they join the group commit: a COMMIT of their own cost more than
+   * the mutation they guard. On PostgreSQL they run as they come, without
+   * the revision lock.
+   */
+  private writeOutsideLog(work: (sql: SqlRunner) => Promise<void>): Promise<void> {
+    if (this.sqlite === undefined) return work(this.reads);
+    return this.commit(async (tx) => ({ value: await work(tx.sql), event: null }));
   }
 
   purgeIdempotencyKeys(createdBefore: number): Promise<number> {

@@ -38,6 +38,18 @@ async function newMachine(): Promise<Machine> {
   return machine;
 }
 
+/** A change of `m`'s autosleep whose commit has started and waits inside its decision until `release`. */
+async function commitHeldOpen(m: Machine, autosleepSeconds: number) {
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const commit = store.mutateMachine(m.machineId, async () => {
+    await gate;
+    return { patch: { autosleepSeconds }, result: undefined };
+  });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return { commit, release };
+}
+
 describe('decisions on the caller’s copy (planned)', () => {
   it('commit on the copy while it is still the stored row', async () => {
     const planned = await newMachine();
@@ -150,15 +162,8 @@ describe('idempotent responses, kept with their change', () => {
   });
 
   it('two requests with one key at once: one claims it, the other finds it in flight', async () => {
-    const m = await newMachine();
     // A commit held open, so that both claims wait for it and then go on together.
-    let release = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const commit = store.mutateMachine(m.machineId, async () => {
-      await gate;
-      return { patch: { autosleepSeconds: 45 }, result: undefined };
-    });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const { commit, release } = await commitHeldOpen(await newMachine(), 45);
     const key = `race-${seq}`;
     const claims = Promise.all([store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000), store.claimIdempotencyKey(ORG, key, hash, Date.now(), 60_000)]);
     release();
@@ -193,14 +198,7 @@ describe('idempotent responses, kept with their change', () => {
 describe('reads and open commits', () => {
   it('a read while a commit is open returns committed state only', async () => {
     const m = await newMachine();
-    let release = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const commit = store.mutateMachine(m.machineId, async () => {
-      await gate;
-      return { patch: { autosleepSeconds: 300 }, result: undefined };
-    });
-    // Let the commit start and wait inside its decision.
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const { commit, release } = await commitHeldOpen(m, 300);
     const read = store.getMachine(m.machineId);
     release();
     const [{ event }, seen] = await Promise.all([commit, read]);
